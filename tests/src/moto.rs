@@ -1,0 +1,73 @@
+//! moto's S3 server (PyPI `moto[server]`) on a free loopback port.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{Child, free_port, require_tool, wait_for_port};
+
+/// Credentials moto accepts (it accepts any; these are the conventional ones).
+pub const ACCESS_KEY: &str = "testing";
+pub const SECRET_KEY: &str = "testing";
+pub const REGION: &str = "us-east-1";
+
+pub struct Moto {
+    pub child: Child,
+    pub port: u16,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Moto {
+    /// Starts moto, or returns `None` outside CI when it is not installed.
+    pub fn start() -> Option<Self> {
+        let exe = require_tool(
+            "moto_server (pip install 'moto[server]')",
+            "FERRY_TEST_MOTO",
+            &["moto_server"],
+        )?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut command = Command::new(exe);
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let child = Child::spawn("moto_server", command, dir.path().join("moto.log"));
+        assert!(
+            wait_for_port(port, Duration::from_secs(30)),
+            "moto_server did not listen on {port}: {}",
+            child.log_text()
+        );
+        Some(Self {
+            child,
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        })
+    }
+
+    /// Creates a bucket with boto3 (installed alongside moto).
+    pub fn create_bucket(&self, bucket: &str) {
+        let python = std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = format!(
+            "import boto3; boto3.client('s3', endpoint_url='{}', aws_access_key_id='{ACCESS_KEY}', \
+             aws_secret_access_key='{SECRET_KEY}', region_name='{REGION}').create_bucket(Bucket='{bucket}')",
+            self.endpoint
+        );
+        let status = Command::new(python)
+            .args(["-c", &script])
+            .status()
+            .expect("run python3 to create a bucket");
+        assert!(status.success(), "creating bucket {bucket} on moto failed");
+    }
+
+    /// The standard AWS environment that points an S3 client at this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
+            ("AWS_REGION".into(), REGION.into()),
+            ("AWS_DEFAULT_REGION".into(), REGION.into()),
+            ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+            ("AWS_ENDPOINT".into(), self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ]
+    }
+}
