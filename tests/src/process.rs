@@ -41,7 +41,9 @@ impl Child {
 
     /// Whether the process has exited, and with what status.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.inner.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.inner
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Sends `signal` (e.g. `libc::SIGTERM` = 15) without waiting.
@@ -61,7 +63,10 @@ impl Child {
     }
 
     /// Waits for exit, up to `timeout`; kills it after that.
-    pub fn wait_timeout(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+    pub fn wait_timeout(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             if let Some(status) = self.try_wait() {

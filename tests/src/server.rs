@@ -84,7 +84,11 @@ impl FerryServerBuilder {
         }
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut server = FerryServer {
-            child: Child::spawn("ferry-server", Command::new("true"), dir.path().join("unused.log")),
+            child: Child::spawn(
+                "ferry-server",
+                Command::new("true"),
+                dir.path().join("unused.log"),
+            ),
             port: 0,
             url: String::new(),
             data,
@@ -132,7 +136,11 @@ impl FerryServer {
         let log = self.dir.path().join("server.log");
         self.child = Child::spawn("ferry-server", command, log);
         self.port = port;
-        let host = if scheme == "https" { "localhost" } else { "127.0.0.1" };
+        let host = if scheme == "https" {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
         self.url = format!("{scheme}://{host}:{port}");
         if !wait_for_port(port, Duration::from_secs(20)) {
             panic!(
@@ -173,7 +181,11 @@ impl FerryServer {
     /// Starts it again on the same data and a new port, keeping the token.
     pub fn restart(&mut self) {
         self.child.kill();
-        let scheme = if self.url.starts_with("https") { "https" } else { "http" };
+        let scheme = if self.url.starts_with("https") {
+            "https"
+        } else {
+            "http"
+        };
         self.launch(scheme);
     }
 }

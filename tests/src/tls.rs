@@ -18,5 +18,9 @@ pub fn self_signed(dir: &Path) -> TestCert {
     let key = dir.join("key.pem");
     std::fs::write(&cert, &cert_pem).expect("write cert");
     std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
-    TestCert { cert, key, cert_pem }
+    TestCert {
+        cert,
+        key,
+        cert_pem,
+    }
 }

@@ -1,0 +1,204 @@
+//! `POST /v1/blobs/missing` (upload token), `PUT /v1/blobs/{digest}` (upload
+//! token), `GET`/`HEAD /v1/blobs/{digest}` (upload token, or a bundle token
+//! whose bundle lists the digest).
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use ferry_core::Digest;
+use ferry_core::api::{ErrorCode, MAX_MISSING_QUERY, MissingRequest, MissingResponse};
+use ferry_core::range::{RangeRequest, parse_range};
+use futures::StreamExt;
+use http::{HeaderMap, Method, StatusCode, header};
+use serde::Serialize;
+
+use super::{ApiError, SharedState, parse_json};
+use crate::store::{PutOutcome, StoreError};
+
+fn parse_digest(text: &str) -> Result<Digest, ApiError> {
+    text.parse()
+        .map_err(|e| ApiError::new(ErrorCode::InvalidDigest, format!("{e}")))
+}
+
+pub(super) async fn missing(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::Json<MissingResponse>, ApiError> {
+    state
+        .auth
+        .authenticate(&headers, &state.store)
+        .await?
+        .require_uploader()?;
+    let request: MissingRequest = parse_json(body, state.limits.max_json_bytes)?;
+    if request.digests.len() > MAX_MISSING_QUERY {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("ask about at most {MAX_MISSING_QUERY} digests at once"),
+        ));
+    }
+    let missing = state.store.missing(&request.digests).await?;
+    Ok(axum::Json(MissingResponse { missing }))
+}
+
+#[derive(Serialize)]
+struct PutResponse {
+    digest: Digest,
+    size: u64,
+}
+
+pub(super) async fn put(
+    State(state): State<SharedState>,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let digest = parse_digest(&digest)?;
+    state
+        .auth
+        .authenticate(&headers, &state.store)
+        .await?
+        .require_uploader()?;
+    let limit = state.limits.max_blob_size;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        state.metrics.count_rejected("too_large");
+        return Err(StoreError::TooLarge { limit }.into());
+    }
+    let metrics = state.metrics.clone();
+    let stream = body.into_data_stream().map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            metrics
+                .bytes_received
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        chunk
+    });
+    let outcome = state
+        .store
+        .put_blob(
+            digest,
+            Box::pin(stream),
+            limit,
+            state.limits.body_idle_timeout,
+        )
+        .await;
+    match outcome {
+        Ok(PutOutcome::Created(size)) => {
+            state.metrics.blobs_stored.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%digest, size, "blob stored");
+            Ok((
+                StatusCode::CREATED,
+                axum::Json(PutResponse { digest, size }),
+            )
+                .into_response())
+        }
+        Ok(PutOutcome::AlreadyPresent(size)) => {
+            state
+                .metrics
+                .blobs_already_present
+                .fetch_add(1, Ordering::Relaxed);
+            Ok((StatusCode::OK, axum::Json(PutResponse { digest, size })).into_response())
+        }
+        Err(error) => {
+            let reason = match &error {
+                StoreError::DigestMismatch { .. } => "digest_mismatch",
+                StoreError::TooLarge { .. } => "too_large",
+                StoreError::Stalled(_) => "stalled",
+                StoreError::Body(_) | StoreError::Truncated { .. } => "body_broken",
+                StoreError::Full(_) => "storage_full",
+                _ => "storage_error",
+            };
+            state.metrics.count_rejected(reason);
+            tracing::warn!(%digest, reason, %error, "upload refused");
+            Err(error.into())
+        }
+    }
+}
+
+pub(super) async fn get(
+    State(state): State<SharedState>,
+    Path(digest): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let digest = parse_digest(&digest)?;
+    let caller = state.auth.authenticate(&headers, &state.store).await?;
+    if !caller.may_read_blob(&digest) {
+        return Err(ApiError::forbidden(
+            "this bundle token does not grant that blob",
+        ));
+    }
+    let etag = format!("\"{digest}\"");
+    let size = state.store.blob_size(&digest).await?;
+    let mut response = Response::builder()
+        .header(header::ETAG, &etag)
+        .header(
+            header::CACHE_CONTROL,
+            "private, max-age=31536000, immutable",
+        )
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_TYPE, "application/octet-stream");
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+        return Ok(response
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .unwrap_or_default());
+    }
+    // If-Range with another validator means "send the whole blob".
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim() == etag);
+    let range_header = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| if_range_ok);
+    let range = match parse_range(range_header, size) {
+        RangeRequest::Whole => None,
+        RangeRequest::Partial(range) => Some(range),
+        RangeRequest::NotSatisfiable => {
+            return Err(ApiError::new(
+                ErrorCode::RangeNotSatisfiable,
+                format!(
+                    "range {} is outside the blob's {size} bytes",
+                    range_header.unwrap_or_default()
+                ),
+            )
+            .with_header(header::CONTENT_RANGE, format!("bytes */{size}")));
+        }
+    };
+    let length = range.map_or(size, |r| r.len());
+    response = response.header(header::CONTENT_LENGTH, length);
+    if let Some(r) = range {
+        response = response.status(StatusCode::PARTIAL_CONTENT).header(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{size}", r.start, r.end),
+        );
+    }
+    if method == Method::HEAD {
+        return Ok(response.body(Body::empty()).unwrap_or_default());
+    }
+    let blob = state.store.get_blob(&digest, range).await?;
+    let metrics = state.metrics.clone();
+    let stream = blob.stream.map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            metrics
+                .bytes_sent
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        chunk
+    });
+    response
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}

@@ -1,0 +1,255 @@
+//! HTTP API v1: the router, shared state, and the one error type every route
+//! answers with.
+
+mod blobs;
+mod bundles;
+mod health;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ferry_core::Digest;
+use ferry_core::api::{ErrorBody, ErrorCode, ErrorDetail};
+
+use crate::auth::Authenticator;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// Limits every request is held to; set from the command line.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest blob accepted, in bytes.
+    pub max_blob_size: u64,
+    /// Most entries in one bundle.
+    pub max_entries: usize,
+    /// Largest JSON body (bundle manifest, missing query), in bytes.
+    pub max_json_bytes: usize,
+    /// An upload that sends nothing for this long is cut off.
+    pub body_idle_timeout: Duration,
+    /// TTL of an unnamed bundle that asks for none.
+    pub default_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_blob_size: 64 << 30,
+            max_entries: 100_000,
+            max_json_bytes: 32 << 20,
+            body_idle_timeout: Duration::from_secs(60),
+            default_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What every handler can reach.
+pub struct AppState {
+    pub store: Store,
+    pub auth: Authenticator,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The whole HTTP API.
+pub fn router(state: SharedState) -> Router {
+    let json_limit = state.limits.max_json_bytes;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/blobs/missing", post(blobs::missing))
+        .route("/v1/blobs/{digest}", get(blobs::get).put(blobs::put))
+        .route("/v1/bundles", post(bundles::create).get(bundles::list))
+        .route(
+            "/v1/bundles/{bundle}",
+            get(bundles::show).delete(bundles::delete),
+        )
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .layer(DefaultBodyLimit::max(json_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn count_requests(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    state.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    let response = next.run(request).await;
+    state.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    state
+        .metrics
+        .record_request(&route, &method, response.status().as_u16());
+    response
+}
+
+/// An answer other than success: a code from the API's list, a message for
+/// people, and with `missing_blobs` the digests that were missing.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    missing: Vec<Digest>,
+    headers: Vec<(http::HeaderName, String)>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            missing: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+            .with_header(http::header::WWW_AUTHENTICATE, "Bearer realm=\"ferry\"")
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn missing_blobs(missing: Vec<Digest>) -> Self {
+        let mut error = Self::new(
+            ErrorCode::MissingBlobs,
+            format!(
+                "{} blob(s) named by the bundle are not uploaded yet",
+                missing.len()
+            ),
+        );
+        error.missing = missing;
+        error
+    }
+
+    pub fn with_header(mut self, name: http::HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => Self::not_found("not found"),
+            StoreError::DigestMismatch { expected, actual } => Self::new(
+                ErrorCode::DigestMismatch,
+                format!("body hashes to {actual}, not {expected}; nothing was stored"),
+            ),
+            StoreError::TooLarge { limit } => Self::new(
+                ErrorCode::PayloadTooLarge,
+                format!("blob exceeds the server's limit of {limit} bytes (--max-blob-size)"),
+            ),
+            StoreError::Truncated { expected, received } => Self::new(
+                ErrorCode::BadRequest,
+                format!("body ended after {received} of {expected} bytes; nothing was stored"),
+            ),
+            StoreError::Stalled(after) => Self::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "no body bytes arrived for {}s; nothing was stored",
+                    after.as_secs()
+                ),
+            ),
+            StoreError::Body(reason) => Self::bad_request(format!(
+                "the request body broke off ({reason}); nothing was stored"
+            )),
+            StoreError::Full(detail) => {
+                tracing::error!(%detail, "storage full");
+                Self::new(
+                    ErrorCode::InsufficientStorage,
+                    "the server's storage is full; nothing was stored",
+                )
+            }
+            StoreError::Backend(detail) => {
+                tracing::error!(%detail, "storage backend error");
+                Self::new(
+                    ErrorCode::StorageUnavailable,
+                    "the storage backend failed; try again",
+                )
+            }
+            StoreError::Corrupt { path, reason } => {
+                tracing::error!(%path, %reason, "corrupt record in store");
+                Self::new(ErrorCode::Internal, "internal error; see the server log")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = http::StatusCode::from_u16(self.code.status())
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                missing: self.missing,
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        for (name, value) in self.headers {
+            if let Ok(value) = http::HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        response
+    }
+}
+
+/// Parses a JSON body, answering malformed input with a readable 400.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("JSON body exceeds {limit} bytes"),
+            )
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {rejection}"))
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        let code = if e.to_string().starts_with("path ") {
+            ErrorCode::InvalidPath
+        } else {
+            ErrorCode::BadRequest
+        };
+        ApiError::new(code, format!("invalid JSON body: {e}"))
+    })
+}

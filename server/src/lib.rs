@@ -1,0 +1,125 @@
+//! ferry-server: stores blobs by sha256, groups them into bundles, hands out
+//! a read token per bundle, and serves them to `ferry-init`.
+//!
+//! `main.rs` parses flags into a [`Config`] and calls [`run`]; tests and
+//! embedders build an [`api::AppState`] and call [`router`] and
+//! [`serve::serve`] on a listener they bound themselves.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod metrics;
+pub mod serve;
+pub mod store;
+pub mod tls;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+pub use api::{AppState, router};
+pub use config::{Args, Config, LogFormat, UploadCredential};
+
+use auth::{Authenticator, UploadAuth};
+
+/// Reads the upload credential, generating it first if that is the setting.
+pub fn load_upload_auth(credential: &UploadCredential) -> anyhow::Result<UploadAuth> {
+    match credential {
+        UploadCredential::Disabled => {
+            tracing::warn!(
+                "--insecure-no-auth: anyone who can reach this server may upload and delete"
+            );
+            Ok(UploadAuth::Disabled)
+        }
+        UploadCredential::File(path) => read_token(path),
+        UploadCredential::Generated(path) => {
+            if !path.exists() {
+                write_new_token(path)?;
+                tracing::info!(path = %path.display(), "generated an upload token");
+            } else {
+                tracing::info!(path = %path.display(), "using the upload token generated earlier");
+            }
+            read_token(path)
+        }
+    }
+}
+
+fn read_token(path: &Path) -> anyhow::Result<UploadAuth> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read upload token file {}", path.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(
+        token.len() >= 16,
+        "upload token in {} is shorter than 16 characters",
+        path.display()
+    );
+    Ok(UploadAuth::from_token(token))
+}
+
+fn write_new_token(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create upload token file {}", path.display()))?;
+    writeln!(file, "{}", auth::generate_token())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Opens storage, binds, and serves until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store = store::open(&config.data)?;
+    let upload = load_upload_auth(&config.credential)?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
+    let state = Arc::new(AppState {
+        store,
+        auth: Authenticator::new(upload),
+        metrics: Arc::new(metrics::Metrics::default()),
+        limits: config.limits.clone(),
+    });
+    if let Err(error) = state.store.is_reachable().await {
+        tracing::warn!(%error, data = state.store.description(), "storage is not reachable yet; /readyz will say so");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        data = state.store.description(),
+        tls = config.tls.is_some(),
+        "ferry-server ready"
+    );
+    let options = serve::ServeOptions {
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+        shutdown_grace: config.shutdown_grace,
+        tls,
+    };
+    serve::serve(listener, router(state), options, serve::shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Sets up `tracing`: text or JSON on stderr, level from `RUST_LOG` (default info).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,85 @@
+//! Turning `--data` into a store: a local directory, or a bucket URL.
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::prefix::PrefixStore;
+
+use super::Store;
+
+/// Why `--data` could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create or open data directory {path}: {source}")]
+    LocalDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "unsupported --data scheme {0:?}: use a directory, s3://bucket[/prefix], gs://bucket[/prefix] or az://container[/prefix]"
+    )]
+    Scheme(String),
+    #[error("invalid --data URL {0:?}: {1}")]
+    Url(String, String),
+    #[error("cannot configure storage {0}: {1}")]
+    Backend(String, object_store::Error),
+}
+
+/// Opens the store named by `data`: a path for local disk (created if
+/// needed), or `s3://`, `gs://`, `az://` with credentials and endpoint from
+/// each cloud's standard environment variables.
+pub fn open(data: &str) -> Result<Store, OpenError> {
+    let Some((scheme, _)) = data.split_once("://") else {
+        return open_local(data);
+    };
+    let url = url::Url::parse(data).map_err(|e| OpenError::Url(data.into(), e.to_string()))?;
+    let bucket_url = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+    let store: Arc<dyn ObjectStore> = match scheme {
+        "s3" | "s3a" => Arc::new(
+            AmazonS3Builder::from_env()
+                .with_url(bucket_url.replace("s3a://", "s3://"))
+                .build()
+                .map_err(|e| OpenError::Backend(data.into(), e))?,
+        ),
+        "gs" => Arc::new(
+            GoogleCloudStorageBuilder::from_env()
+                .with_url(&bucket_url)
+                .build()
+                .map_err(|e| OpenError::Backend(data.into(), e))?,
+        ),
+        "az" | "abfs" | "abfss" => Arc::new(
+            MicrosoftAzureBuilder::from_env()
+                .with_url(data)
+                .build()
+                .map_err(|e| OpenError::Backend(data.into(), e))?,
+        ),
+        "file" => return open_local(url.path()),
+        other => return Err(OpenError::Scheme(other.into())),
+    };
+    let prefix = url.path().trim_matches('/');
+    let store: Arc<dyn ObjectStore> = if prefix.is_empty() || scheme.starts_with("ab") {
+        store
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    };
+    Ok(Store::new(store, None, data.to_owned()))
+}
+
+fn open_local(path: &str) -> Result<Store, OpenError> {
+    let local_error = |source| OpenError::LocalDir {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(local_error)?;
+    let root = std::fs::canonicalize(path).map_err(local_error)?;
+    let fs = LocalFileSystem::new_with_prefix(&root)
+        .map_err(|e| OpenError::Backend(path.into(), e))?
+        .with_fsync(true)
+        .with_automatic_cleanup(true);
+    let description = root.display().to_string();
+    Ok(Store::new(Arc::new(fs), Some(root), description))
+}
