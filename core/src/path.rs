@@ -228,7 +228,7 @@ mod tests {
             Err(PathError::TooLong(_))
         ));
         assert_eq!(
-            EntryPath::parse(&"a/".repeat(33).trim_end_matches('/').to_owned()),
+            EntryPath::parse("a/".repeat(33).trim_end_matches('/')),
             Err(PathError::TooDeep)
         );
     }

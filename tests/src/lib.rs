@@ -8,6 +8,7 @@
 //! A missing external server is never a silent skip: under `CI=true` it is a
 //! test failure, elsewhere the test prints why it did nothing and returns.
 
+pub mod api;
 pub mod moto;
 pub mod process;
 pub mod server;

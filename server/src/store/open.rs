@@ -79,7 +79,9 @@ fn open_local(path: &str) -> Result<Store, OpenError> {
     let fs = LocalFileSystem::new_with_prefix(&root)
         .map_err(|e| OpenError::Backend(path.into(), e))?
         .with_fsync(true)
-        .with_automatic_cleanup(true);
+        // No automatic cleanup of empty directories: removing `uploads/` while
+        // another upload creates its file there races and fails that upload.
+        .with_automatic_cleanup(false);
     let description = root.display().to_string();
     Ok(Store::new(Arc::new(fs), Some(root), description))
 }
