@@ -1,0 +1,408 @@
+//! Putting one resolved item in place: skip what is already complete, use
+//! the node cache, otherwise download with resume, verify, and commit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferry_core::{Digest, EntryPath, Sha256Hasher};
+use futures::StreamExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
+
+use crate::Context;
+use crate::cache::{CACHE_MODE, Cache};
+use crate::error::FetchError;
+use crate::retry::RetryPolicy;
+use crate::source::Source;
+use crate::source::file::check_local;
+use crate::write::{DestDir, Partial, hash_reader};
+
+/// Write buffer between the network and the temp file.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// How an item came to be in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Downloaded (into the cache first, when there is one).
+    Fetched,
+    /// Copied or linked from the node cache, no network.
+    FromCache,
+    /// A complete, verified file was already there (a rerun).
+    AlreadyPresent,
+    /// A `local://` file that exists in the image.
+    Checked,
+}
+
+/// A finished item.
+#[derive(Debug, Clone, Copy)]
+pub struct Done {
+    pub outcome: Outcome,
+    /// Size of the file in place.
+    pub bytes: u64,
+    /// Bytes received over the network for it.
+    pub received: u64,
+}
+
+/// One file to fetch and where it lands.
+pub struct Target {
+    pub source: Arc<dyn Source>,
+    pub dest: Arc<DestDir>,
+    pub path: EntryPath,
+    pub digest: Option<Digest>,
+    pub size: Option<u64>,
+    pub mode: u32,
+}
+
+/// Runs blocking file work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, FetchError> + Send + 'static,
+) -> Result<T, FetchError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| FetchError::Invalid(format!("file task failed: {e}")))?
+}
+
+/// Checks a `local://` file, and its pin if it has one.
+pub async fn check(path: PathBuf, pin: Option<Digest>) -> Result<Done, FetchError> {
+    blocking(move || {
+        let size = check_local(&path)?;
+        if let Some(expected) = pin {
+            let mut file = std::fs::File::open(&path)
+                .map_err(|e| FetchError::io(format!("opening {}", path.display()), e))?;
+            let actual = hash_reader(&mut file)
+                .map_err(|e| FetchError::io(format!("reading {}", path.display()), e))?
+                .finish();
+            if actual != expected {
+                return Err(FetchError::DigestMismatch { expected, actual });
+            }
+        }
+        Ok(Done {
+            outcome: Outcome::Checked,
+            bytes: size,
+            received: 0,
+        })
+    })
+    .await
+}
+
+/// Puts `target` in place.
+pub async fn fetch(ctx: &Context, target: &Target) -> Result<Done, FetchError> {
+    if let Some(digest) = target.digest
+        && let Some(bytes) =
+            already_present(target.dest.clone(), target.path.clone(), digest).await?
+    {
+        return Ok(Done {
+            outcome: Outcome::AlreadyPresent,
+            bytes,
+            received: 0,
+        });
+    }
+    if let (Some(cache), Some(digest)) = (&ctx.cache, target.digest) {
+        return fetch_through_cache(ctx, cache.clone(), digest, target).await;
+    }
+    let (dest, path) = (target.dest.clone(), target.path.clone());
+    let partial = blocking(move || dest.partial(&path)).await?;
+    let (partial, received, bytes) = download(
+        target.source.as_ref(),
+        partial,
+        target.digest,
+        target.size,
+        &ctx.retry,
+    )
+    .await?;
+    let (mode, shown) = (target.mode, target.dest.display(&target.path));
+    blocking(move || {
+        partial
+            .commit(mode)
+            .map_err(|e| FetchError::io(format!("committing {shown}"), e))
+    })
+    .await?;
+    Ok(Done {
+        outcome: Outcome::Fetched,
+        bytes,
+        received,
+    })
+}
+
+/// The size of the file at `path` if it is complete (hashes to `digest`).
+async fn already_present(
+    dest: Arc<DestDir>,
+    path: EntryPath,
+    digest: Digest,
+) -> Result<Option<u64>, FetchError> {
+    blocking(move || {
+        let Some(mut file) = dest.existing(&path)? else {
+            return Ok(None);
+        };
+        let hasher = hash_reader(&mut file)
+            .map_err(|e| FetchError::io(format!("reading {}", dest.display(&path)), e))?;
+        let bytes = hasher.len();
+        Ok((hasher.finish() == digest).then_some(bytes))
+    })
+    .await
+}
+
+async fn fetch_through_cache(
+    ctx: &Context,
+    cache: Arc<Cache>,
+    digest: Digest,
+    target: &Target,
+) -> Result<Done, FetchError> {
+    let _lock = cache.lock(&digest).await?;
+    let found = {
+        let cache = cache.clone();
+        blocking(move || cache.lookup(&digest)).await?
+    };
+    let (cache_file, outcome, received) = match found {
+        Some(path) => (path, Outcome::FromCache, 0),
+        None => {
+            let entry = Cache::entry_path(&digest);
+            let partial = {
+                let (cache, entry) = (cache.clone(), entry.clone());
+                blocking(move || cache.objects().partial(&entry)).await?
+            };
+            let (partial, received, _) = download(
+                target.source.as_ref(),
+                partial,
+                Some(digest),
+                target.size,
+                &ctx.retry,
+            )
+            .await?;
+            blocking(move || {
+                partial
+                    .commit(CACHE_MODE)
+                    .map_err(|e| FetchError::io("committing a cache file", e))
+            })
+            .await?;
+            let path = cache.objects().root().join(entry.as_str());
+            (path, Outcome::Fetched, received)
+        }
+    };
+    let (dest, path, mode) = (target.dest.clone(), target.path.clone(), target.mode);
+    let bytes = blocking(move || place_from_cache(&dest, &path, &cache_file, mode, digest)).await?;
+    Ok(Done {
+        outcome,
+        bytes,
+        received,
+    })
+}
+
+/// Links (files without execute bits) or copies a verified cache file to
+/// its destination; a copy is hashed again on its way.
+fn place_from_cache(
+    dest: &DestDir,
+    path: &EntryPath,
+    cache_file: &std::path::Path,
+    mode: u32,
+    digest: Digest,
+) -> Result<u64, FetchError> {
+    let shown = dest.display(path);
+    let size = std::fs::metadata(cache_file)
+        .map_err(|e| FetchError::io(format!("reading {}", cache_file.display()), e))?
+        .len();
+    if mode & 0o111 == 0 && dest.link_from(path, cache_file)? {
+        return Ok(size);
+    }
+    let mut partial = dest.partial(path)?;
+    let mut source = std::fs::File::open(cache_file)
+        .map_err(|e| FetchError::io(format!("opening {}", cache_file.display()), e))?;
+    partial
+        .restart()
+        .map_err(|e| FetchError::io(format!("truncating a temp file for {shown}"), e))?;
+    let mut hashing = HashingWriter {
+        inner: &mut partial.file,
+        hasher: Sha256Hasher::new(),
+    };
+    std::io::copy(&mut source, &mut hashing)
+        .map_err(|e| FetchError::io(format!("copying {} to {shown}", cache_file.display()), e))?;
+    let actual = hashing.hasher.finish();
+    if actual != digest {
+        partial.discard();
+        return Err(FetchError::DigestMismatch {
+            expected: digest,
+            actual,
+        });
+    }
+    partial
+        .commit(mode)
+        .map_err(|e| FetchError::io(format!("committing {shown}"), e))?;
+    Ok(size)
+}
+
+struct HashingWriter<'a> {
+    inner: &'a mut std::fs::File,
+    hasher: Sha256Hasher,
+}
+
+impl std::io::Write for HashingWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(bytes)?;
+        self.hasher.update(&bytes[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// State of one download across attempts: what is in the temp file.
+struct Progress {
+    writer: BufWriter<tokio::fs::File>,
+    hasher: Sha256Hasher,
+    /// Bytes in the temp file (all hashed).
+    len: u64,
+    /// Bytes received over the network, all attempts.
+    received: u64,
+}
+
+impl Progress {
+    async fn restart(&mut self) -> Result<(), FetchError> {
+        let io = |e| FetchError::io("truncating a temp file", e);
+        self.writer.flush().await.map_err(io)?;
+        let file = self.writer.get_mut();
+        file.set_len(0).await.map_err(io)?;
+        file.seek(std::io::SeekFrom::Start(0)).await.map_err(io)?;
+        self.hasher = Sha256Hasher::new();
+        self.len = 0;
+        Ok(())
+    }
+}
+
+/// Downloads `source` into `partial`, resuming from what it holds, retrying
+/// transient failures with `Range` from the last byte written, and checks the
+/// digest. Returns the partial (ready to commit), bytes received, file size.
+pub async fn download(
+    source: &dyn Source,
+    partial: Partial,
+    expected: Option<Digest>,
+    expected_size: Option<u64>,
+    retry: &RetryPolicy,
+) -> Result<(Partial, u64, u64), FetchError> {
+    // Bytes from an earlier run are kept only when a digest will check them.
+    let (partial, hasher, len) = blocking(move || {
+        let mut partial = partial;
+        let io = |e| FetchError::io("reading a partial download", e);
+        let len = partial.bytes_written().map_err(io)?;
+        if expected.is_none() || expected_size.is_some_and(|size| len > size) {
+            partial.restart().map_err(io)?;
+            return Ok((partial, Sha256Hasher::new(), 0));
+        }
+        let hasher = partial.hash_existing().map_err(io)?;
+        Ok((partial, hasher, len))
+    })
+    .await?;
+    let file = partial
+        .file
+        .try_clone()
+        .map_err(|e| FetchError::io("opening a temp file", e))?;
+    let mut progress = Progress {
+        writer: BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file)),
+        hasher,
+        len,
+        received: 0,
+    };
+    let mut resumed_from_disk = len > 0;
+    if resumed_from_disk {
+        tracing::info!(
+            source = source.describe(),
+            bytes = len,
+            "resuming a partial download"
+        );
+    }
+    let mut retries_used = 0;
+    loop {
+        let attempt = attempt(source, &mut progress, expected_size).await;
+        progress
+            .writer
+            .flush()
+            .await
+            .map_err(|e| FetchError::io("writing a temp file", e))?;
+        match attempt {
+            Ok(()) => {}
+            Err(error) if error.is_transient() && retries_used < retry.retries => {
+                let delay = retry.delay(retries_used);
+                retries_used += 1;
+                tracing::warn!(source = source.describe(), %error, retry = retries_used, of = retry.retries, ?delay, resume_at = progress.len, "transient failure, retrying");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            Err(error) => return Err(error),
+        }
+        let actual = progress.hasher.clone().finish();
+        match expected {
+            Some(expected) if actual != expected => {
+                if resumed_from_disk {
+                    // The earlier run's bytes may be from another version:
+                    // start once more from nothing before giving up.
+                    resumed_from_disk = false;
+                    progress.restart().await?;
+                    continue;
+                }
+                drop(progress);
+                partial.discard();
+                return Err(FetchError::DigestMismatch { expected, actual });
+            }
+            _ => return Ok((partial, progress.received, progress.len)),
+        }
+    }
+}
+
+/// One request: open from `progress.len`, append until the body ends.
+async fn attempt(
+    source: &dyn Source,
+    progress: &mut Progress,
+    expected_size: Option<u64>,
+) -> Result<(), FetchError> {
+    let opened = source.open(progress.len).await?;
+    if opened.start != progress.len {
+        if opened.start != 0 {
+            return Err(FetchError::Invalid(format!(
+                "{} resumed at byte {} instead of {}",
+                source.describe(),
+                opened.start,
+                progress.len
+            )));
+        }
+        tracing::debug!(
+            source = source.describe(),
+            "source ignored the range; starting again"
+        );
+        progress.restart().await?;
+    }
+    if let (Some(announced), Some(expected)) = (opened.size, expected_size)
+        && announced != expected
+    {
+        return Err(FetchError::Invalid(format!(
+            "{} has {announced} bytes, the manifest says {expected}",
+            source.describe()
+        )));
+    }
+    let total = opened.size.or(expected_size);
+    let mut body = opened.body;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        let n = chunk.len() as u64;
+        if let Some(total) = total
+            && progress.len + n > total
+        {
+            return Err(FetchError::TooLong { expected: total });
+        }
+        progress
+            .writer
+            .write_all(&chunk)
+            .await
+            .map_err(|e| FetchError::io("writing a temp file", e))?;
+        progress.hasher.update(&chunk);
+        progress.len += n;
+        progress.received += n;
+    }
+    match total {
+        Some(total) if progress.len < total => Err(FetchError::Truncated {
+            got: progress.len,
+            expected: total,
+        }),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,151 @@
+//! `ferry://<bundle>[/<path>]`: manifests and blobs from `ferry-server`.
+//!
+//! The init container reads `GET /v1/bundles/{bundle}` (the manifest) and
+//! `GET /v1/blobs/sha256:<hex>` (with `Range`), both with
+//! `Authorization: Bearer <token>`. The token comes from `--token-file`:
+//! either a file holding one token, or a directory (a mounted Kubernetes
+//! Secret) holding a file named after the bundle, or else a file `token`.
+
+use std::path::{Path, PathBuf};
+
+use ferry_core::api::Manifest;
+use ferry_core::{BundleRef, Digest};
+use reqwest::header::AUTHORIZATION;
+use url::Url;
+
+use super::http::HttpSource;
+use crate::error::FetchError;
+
+/// Where bundle tokens come from.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// No token: requests go without `Authorization` (and a protected
+    /// server answers 401).
+    None,
+    /// `--token-file` is a file: one token for every bundle.
+    File(PathBuf),
+    /// `--token-file` is a directory: `<dir>/<bundle>`, else `<dir>/token`.
+    Directory(PathBuf),
+}
+
+impl TokenSource {
+    pub fn from_path(path: Option<&Path>) -> Self {
+        match path {
+            None => Self::None,
+            Some(p) if p.is_dir() => Self::Directory(p.to_path_buf()),
+            Some(p) => Self::File(p.to_path_buf()),
+        }
+    }
+
+    /// The token for `bundle`, read fresh (a Secret may be updated in place).
+    pub fn token_for(&self, bundle: &BundleRef) -> Result<Option<String>, FetchError> {
+        let path = match self {
+            Self::None => return Ok(None),
+            Self::File(path) => path.clone(),
+            Self::Directory(dir) => {
+                let named = dir.join(bundle.as_str());
+                if named.is_file() {
+                    named
+                } else {
+                    dir.join("token")
+                }
+            }
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| FetchError::io(format!("reading bundle token {}", path.display()), e))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(FetchError::Invalid(format!(
+                "bundle token file {} is empty",
+                path.display()
+            )));
+        }
+        Ok(Some(token.to_owned()))
+    }
+}
+
+/// A client of one `ferry-server`.
+#[derive(Clone)]
+pub struct FerryServer {
+    client: reqwest::Client,
+    base: Url,
+}
+
+impl FerryServer {
+    pub fn new(client: reqwest::Client, base: Url) -> Self {
+        Self { client, base }
+    }
+
+    fn url(&self, path: &str) -> Result<Url, FetchError> {
+        let base = self.base.as_str().trim_end_matches('/');
+        Url::parse(&format!("{base}{path}"))
+            .map_err(|e| FetchError::Invalid(format!("server URL {base}{path}: {e}")))
+    }
+
+    /// `GET /v1/bundles/{bundle}`. A manifest whose entry paths are unsafe
+    /// does not parse (entry paths are checked as they are read).
+    pub async fn manifest(
+        &self,
+        bundle: &BundleRef,
+        token: Option<&str>,
+    ) -> Result<Manifest, FetchError> {
+        let url = self.url(&format!("/v1/bundles/{}", bundle.as_str()))?;
+        let what = format!("bundle {bundle} at {url}");
+        let mut request = self.client.get(url);
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| FetchError::from_reqwest(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let detail = response
+                .json::<ferry_core::api::ErrorBody>()
+                .await
+                .ok()
+                .map(|b| b.error.message);
+            return Err(FetchError::from_status(status.as_u16(), what, detail));
+        }
+        let text = response
+            .text()
+            .await
+            .map_err(|e| FetchError::from_reqwest(&e))?;
+        serde_json::from_str(&text)
+            .map_err(|e| FetchError::Invalid(format!("{what}: manifest refused: {e}")))
+    }
+
+    /// The blob `digest`, readable with the bundle's token.
+    pub fn blob(&self, digest: &Digest, token: Option<String>) -> Result<HttpSource, FetchError> {
+        let url = self.url(&format!("/v1/blobs/{digest}"))?;
+        Ok(HttpSource::new(self.client.clone(), url).with_bearer(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_directory_prefers_the_bundle_file_then_token() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "general\n").unwrap();
+        std::fs::write(dir.path().join("team-libs"), " special ").unwrap();
+        let tokens = TokenSource::from_path(Some(dir.path()));
+        let named = BundleRef::parse("team-libs").unwrap();
+        let other = BundleRef::parse("other").unwrap();
+        assert_eq!(
+            tokens.token_for(&named).unwrap().as_deref(),
+            Some("special")
+        );
+        assert_eq!(
+            tokens.token_for(&other).unwrap().as_deref(),
+            Some("general")
+        );
+        let file = TokenSource::from_path(Some(&dir.path().join("token")));
+        assert_eq!(file.token_for(&named).unwrap().as_deref(), Some("general"));
+        std::fs::write(dir.path().join("token"), "\n").unwrap();
+        assert!(file.token_for(&named).is_err());
+    }
+}
