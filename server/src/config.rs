@@ -16,6 +16,9 @@ use crate::api::Limits;
 #[derive(Debug, Parser)]
 #[command(name = "ferry-server", version, about, long_about = None)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on (use 0.0.0.0:7070 in a pod).
     #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
@@ -23,7 +26,12 @@ pub struct Args {
     /// Where blobs and bundles live: a directory, or s3://bucket[/prefix],
     /// gs://bucket[/prefix], az://container[/prefix] (credentials and
     /// endpoints from each cloud's standard environment variables).
-    #[arg(long, env = "FERRY_DATA", default_value = "./ferry-data")]
+    #[arg(
+        long,
+        env = "FERRY_DATA",
+        default_value = "./ferry-data",
+        global = true
+    )]
     pub data: String,
 
     /// File holding the upload token. Without it (and with local data) a
@@ -78,6 +86,25 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Subcommands; without one, the server serves.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Verify every blob against its digest and every bundle against its
+    /// blobs; exit 0 when clean, 1 when damage was found. Safe while serving.
+    Fsck {
+        /// Move blobs whose bytes do not match their digest to quarantine/
+        /// (readers then see them as missing; a re-upload repairs them).
+        #[arg(long)]
+        quarantine: bool,
+        /// Blobs verified at once.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

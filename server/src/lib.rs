@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod fsck;
 pub mod metrics;
 pub mod serve;
 pub mod store;
@@ -108,6 +109,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     serve::serve(listener, router(state), options, serve::shutdown_signal()).await?;
     Ok(())
+}
+
+/// Runs `ferry-server fsck` and returns the process exit code: 0 clean,
+/// 1 damage found.
+pub async fn run_fsck(data: &str, quarantine: bool, jobs: usize, json: bool) -> anyhow::Result<u8> {
+    let store = store::open(data)?;
+    let report = fsck::fsck(&store, quarantine, jobs).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for problem in &report.problems {
+            println!("{}", serde_json::to_string(problem)?);
+        }
+        println!(
+            "fsck {}: {} blobs ({} bytes), {} bundles, {} indexes checked; {} problems; {} uploads in flight; {} dangling indexes",
+            store.description(),
+            report.blobs_checked,
+            report.bytes_checked,
+            report.bundles_checked,
+            report.indexes_checked,
+            report.problems.len(),
+            report.uploads_in_flight,
+            report.dangling_indexes,
+        );
+    }
+    Ok(if report.is_clean() { 0 } else { 1 })
 }
 
 /// Sets up `tracing`: text or JSON on stderr, level from `RUST_LOG` (default info).

@@ -1,17 +1,13 @@
 //! `ferry-server` binary: flags in, exit code out.
 
-use clap::Parser;
+use std::process::ExitCode;
 
-fn main() -> std::process::ExitCode {
-    let args = ferry_server::Args::parse();
+use clap::Parser;
+use ferry_server::config::Command;
+
+fn main() -> ExitCode {
+    let mut args = ferry_server::Args::parse();
     ferry_server::init_logging(args.log_format);
-    let config = match ferry_server::Config::from_args(args) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("ferry-server: {error}");
-            return std::process::ExitCode::from(2);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -19,15 +15,32 @@ fn main() -> std::process::ExitCode {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ferry-server: cannot start the async runtime: {error}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ferry_server::run(config)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let result = match args.command.take() {
+        Some(Command::Fsck {
+            quarantine,
+            jobs,
+            json,
+        }) => runtime.block_on(ferry_server::run_fsck(&args.data, quarantine, jobs, json)),
+        None => {
+            let config = match ferry_server::Config::from_args(args) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("ferry-server: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            runtime.block_on(ferry_server::run(config)).map(|()| 0)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("ferry-server: {error:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

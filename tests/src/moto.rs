@@ -20,13 +20,17 @@ pub struct Moto {
 impl Moto {
     /// Starts moto, or returns `None` outside CI when it is not installed.
     pub fn start() -> Option<Self> {
+        Self::start_on(free_port())
+    }
+
+    /// Starts moto on a given port (to bring a stopped one back).
+    pub fn start_on(port: u16) -> Option<Self> {
         let exe = require_tool(
             "moto_server (pip install 'moto[server]')",
             "FERRY_TEST_MOTO",
             &["moto_server"],
         )?;
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
         let mut command = Command::new(exe);
         command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
         let child = Child::spawn("moto_server", command, dir.path().join("moto.log"));

@@ -8,6 +8,7 @@ use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, RetryConfig};
 
 use super::Store;
 
@@ -42,18 +43,21 @@ pub fn open(data: &str) -> Result<Store, OpenError> {
         "s3" | "s3a" => Arc::new(
             AmazonS3Builder::from_env()
                 .with_url(bucket_url.replace("s3a://", "s3://"))
+                .with_retry(retry())
                 .build()
                 .map_err(|e| OpenError::Backend(data.into(), e))?,
         ),
         "gs" => Arc::new(
             GoogleCloudStorageBuilder::from_env()
                 .with_url(&bucket_url)
+                .with_retry(retry())
                 .build()
                 .map_err(|e| OpenError::Backend(data.into(), e))?,
         ),
         "az" | "abfs" | "abfss" => Arc::new(
             MicrosoftAzureBuilder::from_env()
                 .with_url(data)
+                .with_retry(retry())
                 .build()
                 .map_err(|e| OpenError::Backend(data.into(), e))?,
         ),
@@ -67,6 +71,16 @@ pub fn open(data: &str) -> Result<Store, OpenError> {
         Arc::new(PrefixStore::new(store, prefix))
     };
     Ok(Store::new(store, None, data.to_owned()))
+}
+
+/// Retries that ride out a blip but surface an outage to clients (as `503`)
+/// within seconds instead of the library default of minutes.
+fn retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(15),
+    }
 }
 
 fn open_local(path: &str) -> Result<Store, OpenError> {
