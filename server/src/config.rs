@@ -91,6 +91,12 @@ pub struct Args {
 /// Subcommands; without one, the server serves.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+
+    #[command(flatten)]
+    pub gc: crate::gc::GcArgs,
+
+    #[command(flatten)]
+    pub kubernetes: crate::kube::KubeArgs,
     /// Verify every blob against its digest and every bundle against its
     /// blobs; exit 0 when clean, 1 when damage was found. Safe while serving.
     Fsck {
@@ -140,6 +146,8 @@ pub struct Config {
 pub enum ConfigError {
     #[error(
         "--data {0} is a bucket: give --upload-token-file (a generated token would not be shared by replicas), or --insecure-no-auth"
+    pub gc: crate::gc::GcConfig,
+    pub kubernetes: crate::kube::KubeConfig,
     )]
     TokenNeededForBucket(String),
     #[error("{0} must be greater than zero")]
@@ -150,10 +158,14 @@ impl Config {
     pub fn from_args(args: Args) -> Result<Self, ConfigError> {
         let is_bucket = args.data.contains("://") && !args.data.starts_with("file://");
         let credential = if args.insecure_no_auth {
+    #[error("{0}")]
+    Kubernetes(String),
             UploadCredential::Disabled
         } else if let Some(file) = args.upload_token_file {
             UploadCredential::File(file)
         } else if is_bucket {
+        let gc = crate::gc::GcConfig::from_args(&args.gc)?;
+        let kubernetes = crate::kube::KubeConfig::from_args(&args.kubernetes)?;
             return Err(ConfigError::TokenNeededForBucket(args.data));
         } else {
             let dir = args.data.strip_prefix("file://").unwrap_or(&args.data);
@@ -197,6 +209,8 @@ impl Config {
 /// Parses sizes such as `1048576`, `512KiB`, `64MiB`, `10GB`, `1T`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
+            gc,
+            kubernetes,
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());

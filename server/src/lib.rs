@@ -9,6 +9,8 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod fsck;
+pub mod gc;
+pub mod kube;
 pub mod metrics;
 pub mod serve;
 pub mod store;
@@ -101,13 +103,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tls = config.tls.is_some(),
         "ferry-server ready"
     );
+    // Background work (GC, owner tracking) stops when serving stops.
+    let (stop_background, background) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut background = background.clone();
+        async move {
+            let _ = background.wait_for(|stop| *stop).await;
+        }
+    };
+    tokio::spawn(gc::run_loop(state.clone(), config.gc, stopped()));
+    let app = kube::start(
+        &config.kubernetes,
+        &config.credential,
+        state.clone(),
+        router(state),
+        stopped(),
+    )
+    .await?;
     let options = serve::ServeOptions {
         max_connections: config.max_connections,
         header_timeout: config.header_timeout,
         shutdown_grace: config.shutdown_grace,
         tls,
     };
-    serve::serve(listener, router(state), options, serve::shutdown_signal()).await?;
+    serve::serve(listener, app, options, serve::shutdown_signal()).await?;
+    let _ = stop_background.send(true);
     Ok(())
 }
 
