@@ -1,0 +1,225 @@
+//! `ferry stage` (the client): hashing and uploading a new 1 GiB file,
+//! re-staging it unchanged, and staging many small files, against curl -T
+//! to nginx WebDAV, `openssl dgst -sha256`, and a 100-file baseline.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, ensure};
+
+use super::large_input;
+use crate::Bench;
+use crate::data::{self, Input};
+use crate::measure::{Run, Stats, timed};
+use crate::report::{Row, Target};
+use crate::servers::{Ferry, release_bin};
+
+/// `ferry stage` against `server`, or an error when the client is not built
+/// or has no working `stage` yet.
+fn ferry_stage(bench: &Bench, server: &Ferry, paths: &[&Path]) -> anyhow::Result<Command> {
+    let exe = release_bin("ferry")?;
+    let help = Command::new(&exe)
+        .args(["stage", "--help"])
+        .output()
+        .context("run ferry stage --help")?;
+    ensure!(
+        help.status.success(),
+        "`ferry stage` is not available yet in {}",
+        exe.display()
+    );
+    let token_file = bench.scratch.join("upload.token");
+    std::fs::write(&token_file, &server.token)?;
+    let mut command = Command::new(exe);
+    command
+        .arg("stage")
+        .arg("--server")
+        .arg(&server.url)
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--output")
+        .arg("json")
+        .args(paths);
+    Ok(command)
+}
+
+fn peak_mib(runs: &[Run]) -> f64 {
+    runs.iter().map(|r| r.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0
+}
+
+/// Stage one new 1 GiB file (hash + upload); reference: curl -T to nginx.
+pub fn new_large(bench: &Bench) -> anyhow::Result<Vec<Row>> {
+    let input = large_input(bench)?;
+    let blob_file = bench.ferry.blob_file(&input.digest.hex());
+    let nginx_file = bench.nginx.root.join("put/stage.bin");
+    let nginx_url = format!("{}/put/stage.bin", bench.nginx.url);
+    let command = ferry_stage(bench, &bench.ferry, &[&input.path])?;
+    let peak = bench.ferry.peak();
+    peak.reset()?;
+    let mut ferry_runs = Vec::new();
+    let (ferry, reference) = bench.side_by_side(
+        "stage 1 GiB",
+        || {
+            crate::remove(&blob_file)?;
+            let run = timed(&command, &bench.log("stage-ferry"))?;
+            ensure!(blob_file.is_file(), "ferry stage did not upload the blob");
+            ferry_runs.push(run);
+            Ok(run.wall.as_secs_f64())
+        },
+        || {
+            crate::remove(&nginx_file)?;
+            let mut curl = Command::new("curl");
+            curl.args(["-sS", "-f", "-o", "/dev/null", "-T"])
+                .arg(&input.path)
+                .arg(&nginx_url);
+            let run = timed(&curl, &bench.log("stage-curl"))?;
+            Ok(run.wall.as_secs_f64())
+        },
+    )?;
+    let server_peak = peak.peak_kib()? as f64 / 1024.0;
+    crate::remove(&nginx_file)?;
+    Ok(vec![
+        Row::compare(
+            "stage",
+            "stage one new 1 GiB file (hash + upload)",
+            "curl -T to nginx WebDAV",
+            "s",
+            ferry,
+            reference,
+            Some(Target::ratio_at_most(1.1)),
+        )
+        .rss(peak_mib(&ferry_runs))
+        .note(format!(
+            "RSS: ferry client; ferry-server peak {server_peak:.0} MiB"
+        )),
+        Row::alone(
+            "stage",
+            "server peak RSS during `ferry stage` of 1 GiB",
+            "MiB",
+            Stats::of(&[server_peak]),
+            Target::value_at_most(64.0),
+        ),
+    ])
+}
+
+/// Re-stage the unchanged 1 GiB file; reference: `openssl dgst -sha256`.
+pub fn unchanged_large(bench: &Bench) -> anyhow::Result<Vec<Row>> {
+    let input = large_input(bench)?;
+    let command = ferry_stage(bench, &bench.ferry, &[&input.path])?;
+    // Staged once, untimed, so every timed run finds the blob present.
+    timed(&command, &bench.log("restage-first"))?;
+    let mut ferry_runs = Vec::new();
+    let (ferry, reference) = bench.side_by_side(
+        "re-stage 1 GiB",
+        || {
+            let run = timed(&command, &bench.log("restage-ferry"))?;
+            ferry_runs.push(run);
+            Ok(run.wall.as_secs_f64())
+        },
+        || {
+            let mut openssl = Command::new("openssl");
+            openssl.args(["dgst", "-sha256"]).arg(&input.path);
+            Ok(timed(&openssl, &bench.log("restage-openssl"))?
+                .wall
+                .as_secs_f64())
+        },
+    )?;
+    Ok(vec![
+        Row::compare(
+            "restage",
+            "re-stage the unchanged 1 GiB file",
+            "openssl dgst -sha256",
+            "s",
+            ferry,
+            reference,
+            Some(Target::ratio_at_most(1.2)),
+        )
+        .rss(peak_mib(&ferry_runs))
+        .note("RSS: ferry client"),
+    ])
+}
+
+/// Client wall time and server CPU time of staging `inputs`' folder into a
+/// fresh server, per file, in milliseconds.
+fn stage_folder(bench: &Bench, dir: &Path, count: usize, tag: &str) -> anyhow::Result<(f64, f64)> {
+    let data_dir = bench.scratch.join(format!("stage-many-{tag}"));
+    crate::remove(&data_dir)?;
+    let server = Ferry::start(&data_dir, &bench.log(&format!("stage-many-server-{tag}")))?;
+    let command = ferry_stage(bench, &server, &[dir])?;
+    let peak = server.peak();
+    let cpu_before = peak.cpu_time()?;
+    let run = timed(&command, &bench.log(&format!("stage-many-{tag}")))?;
+    let cpu = peak.cpu_time()?.saturating_sub(cpu_before);
+    drop(server);
+    crate::remove(&data_dir)?;
+    let per_file = |seconds: f64| seconds * 1000.0 / count as f64;
+    Ok((
+        per_file(run.wall.as_secs_f64()),
+        per_file(cpu.as_secs_f64()),
+    ))
+}
+
+/// Staging many small files scales linearly: time per file at N files
+/// against time per file at 100.
+pub fn many_small(bench: &Bench) -> anyhow::Result<Vec<Row>> {
+    let (many, few) = (bench.config.many_files, bench.config.few_files);
+    let small = (1 << 10, 8 << 10);
+    let many_dir = bench.inputs.join(format!("many-{many}"));
+    let few_dir = bench.inputs.join(format!("few-{few}"));
+    let _: Vec<Input> = data::files(&many_dir.join("files"), "f", "dat", many, small, 10_000)?;
+    let _: Vec<Input> = data::files(&few_dir.join("files"), "f", "dat", few, small, 100)?;
+    // Only the files, not the digest sidecars, are staged.
+    let staged_dir = |dir: &Path, tag: &str| -> anyhow::Result<std::path::PathBuf> {
+        let out = bench.scratch.join(format!("stage-many-src-{tag}"));
+        crate::remove(&out)?;
+        std::fs::create_dir_all(&out)?;
+        for entry in std::fs::read_dir(dir.join("files"))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "dat") {
+                let target = out.join(path.file_name().unwrap_or_default());
+                std::fs::hard_link(&path, &target)?;
+            }
+        }
+        Ok(out)
+    };
+    let many_src = staged_dir(&many_dir, "many")?;
+    let few_src = staged_dir(&few_dir, "few")?;
+    ferry_stage(bench, &bench.ferry, &[])?;
+    let (mut server_many, mut server_few) = (Vec::new(), Vec::new());
+    let (client_many, client_few) = bench.side_by_side(
+        &format!("stage {many} vs {few} files"),
+        || {
+            let (client, server) = stage_folder(bench, &many_src, many, "many")?;
+            server_many.push(server);
+            Ok(client)
+        },
+        || {
+            let (client, server) = stage_folder(bench, &few_src, few, "few")?;
+            server_few.push(server);
+            Ok(client)
+        },
+    )?;
+    crate::remove(&many_src)?;
+    crate::remove(&few_src)?;
+    Ok(vec![
+        Row::compare(
+            "stage-many",
+            &format!("stage {many} small files: client time per file"),
+            &format!("{few} files, per file"),
+            "ms/file",
+            client_many,
+            client_few,
+            Some(Target::ratio_at_most(1.1)),
+        )
+        .note("linear scaling: ratio 1.0 means equal cost per file (1.1 allows noise)"),
+        Row::compare(
+            "stage-many",
+            &format!("stage {many} small files: server CPU per file"),
+            &format!("{few} files, per file"),
+            "ms/file",
+            Stats::of(&server_many),
+            Stats::of(&server_few),
+            Some(Target::ratio_at_most(1.1)),
+        )
+        .note("ferry-server user+system CPU, 10 ms clock ticks"),
+    ])
+}
