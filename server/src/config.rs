@@ -86,17 +86,17 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-}
-
-/// Subcommands; without one, the server serves.
-#[derive(Debug, clap::Subcommand)]
-pub enum Command {
 
     #[command(flatten)]
     pub gc: crate::gc::GcArgs,
 
     #[command(flatten)]
     pub kubernetes: crate::kube::KubeArgs,
+}
+
+/// Subcommands; without one, the server serves.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
     /// Verify every blob against its digest and every bundle against its
     /// blobs; exit 0 when clean, 1 when damage was found. Safe while serving.
     Fsck {
@@ -140,32 +140,32 @@ pub struct Config {
     pub max_connections: usize,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    pub gc: crate::gc::GcConfig,
+    pub kubernetes: crate::kube::KubeConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
         "--data {0} is a bucket: give --upload-token-file (a generated token would not be shared by replicas), or --insecure-no-auth"
-    pub gc: crate::gc::GcConfig,
-    pub kubernetes: crate::kube::KubeConfig,
     )]
     TokenNeededForBucket(String),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("{0}")]
+    Kubernetes(String),
 }
 
 impl Config {
     pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        let gc = crate::gc::GcConfig::from_args(&args.gc)?;
+        let kubernetes = crate::kube::KubeConfig::from_args(&args.kubernetes)?;
         let is_bucket = args.data.contains("://") && !args.data.starts_with("file://");
         let credential = if args.insecure_no_auth {
-    #[error("{0}")]
-    Kubernetes(String),
             UploadCredential::Disabled
         } else if let Some(file) = args.upload_token_file {
             UploadCredential::File(file)
         } else if is_bucket {
-        let gc = crate::gc::GcConfig::from_args(&args.gc)?;
-        let kubernetes = crate::kube::KubeConfig::from_args(&args.kubernetes)?;
             return Err(ConfigError::TokenNeededForBucket(args.data));
         } else {
             let dir = args.data.strip_prefix("file://").unwrap_or(&args.data);
@@ -202,6 +202,8 @@ impl Config {
             max_connections: args.max_connections,
             shutdown_grace: args.shutdown_grace,
             log_format: args.log_format,
+            gc,
+            kubernetes,
         })
     }
 }
@@ -209,8 +211,6 @@ impl Config {
 /// Parses sizes such as `1048576`, `512KiB`, `64MiB`, `10GB`, `1T`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-            gc,
-            kubernetes,
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
