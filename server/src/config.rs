@@ -71,6 +71,11 @@ pub struct Args {
     #[arg(long, env = "FERRY_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
 
+    /// Close a connection whose response could not be written for this long
+    /// (a reader that stopped reading).
+    #[arg(long, env = "FERRY_IO_IDLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub io_idle_timeout: Duration,
+
     /// Most connections served at once.
     #[arg(long, env = "FERRY_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
@@ -137,6 +142,7 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub limits: Limits,
     pub header_timeout: Duration,
+    pub io_idle_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
@@ -199,6 +205,7 @@ impl Config {
                 default_ttl: args.default_ttl,
             },
             header_timeout: args.header_timeout,
+            io_idle_timeout: args.io_idle_timeout,
             max_connections: args.max_connections,
             shutdown_grace: args.shutdown_grace,
             log_format: args.log_format,

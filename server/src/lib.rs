@@ -123,6 +123,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let options = serve::ServeOptions {
         max_connections: config.max_connections,
         header_timeout: config.header_timeout,
+        io_idle_timeout: config.io_idle_timeout,
         shutdown_grace: config.shutdown_grace,
         tls,
     };

@@ -24,6 +24,9 @@ pub struct ServeOptions {
     /// A client must finish sending request headers (and a TLS handshake)
     /// within this time.
     pub header_timeout: Duration,
+    /// A connection whose writes cannot proceed for this long (a reader that
+    /// stopped reading) is closed.
+    pub io_idle_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     pub tls: Option<TlsAcceptor>,
@@ -34,6 +37,7 @@ impl Default for ServeOptions {
         Self {
             max_connections: 4096,
             header_timeout: Duration::from_secs(30),
+            io_idle_timeout: Duration::from_secs(120),
             shutdown_grace: Duration::from_secs(30),
             tls: None,
         }
@@ -85,6 +89,13 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // A write that cannot proceed for this long means a reader that
+        // stopped reading. (No read timeout here: hyper keeps a read pending
+        // while it streams a response, so one would cut long downloads; stalled
+        // uploads are bounded by the body idle timeout instead.)
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(options.io_idle_timeout));
+        let stream = Box::pin(stream);
         let service = TowerToHyperService::new(app.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();

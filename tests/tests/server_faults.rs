@@ -327,3 +327,68 @@ fn tls_port_refuses_tls_1_1() {
         "TLS 1.1 must be refused"
     );
 }
+
+#[test]
+fn reader_that_stops_reading_is_cut_off_but_a_slow_steady_one_is_not() {
+    use std::io::Read;
+    let server = FerryServer::builder()
+        .arg("--io-idle-timeout")
+        .arg("1s")
+        .start();
+    let api = ApiClient::new(&server.url, Some(&server.token));
+    let data = pseudo_random_bytes(41, 16 << 20);
+    let digest = Digest::of(&data);
+    assert_eq!(api.put_blob(&data).status(), 201);
+    let request = format!(
+        "GET /v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.token
+    );
+
+    // Never reads: after the idle timeout the server drops the connection, so
+    // draining it later yields far less than the blob.
+    let mut stalled = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stalled.write_all(request.as_bytes()).unwrap();
+    // A steady reader slower than the whole timeout, but never idle that long.
+    let mut steady = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    steady.write_all(request.as_bytes()).unwrap();
+    let started = Instant::now();
+    let mut steady_total = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    while started.elapsed() < Duration::from_millis(2500) {
+        steady_total += steady.read(&mut buf).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    steady
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    loop {
+        match steady.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => steady_total += n,
+        }
+        if steady_total >= data.len() {
+            break;
+        }
+    }
+    assert!(
+        steady_total >= data.len(),
+        "steady reader got {steady_total} bytes"
+    );
+
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut stalled_total = 0usize;
+    loop {
+        match stalled.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => stalled_total += n,
+        }
+    }
+    assert!(
+        stalled_total < data.len(),
+        "a reader that stopped was never cut off"
+    );
+    // The server is fine for everyone else.
+    assert_eq!(api.get_blob(&digest).bytes().unwrap().len(), data.len());
+}
