@@ -798,3 +798,64 @@ fn bucket_data_without_a_token_file_refuses_to_start() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--upload-token-file"));
 }
+
+#[test]
+fn manifest_limits_are_enforced_with_clear_errors() {
+    let server = FerryServer::builder()
+        .args(["--max-entries", "2", "--max-json-size", "2KiB"])
+        .start();
+    let api = client(&server);
+    api.put_blob(b"x");
+    let entry = |p: &str| json!({"path": p, "digest": Digest::of(b"x"), "size": 1});
+    let r = api.create_bundle(&json!({"entries": [entry("a"), entry("b"), entry("c")]}));
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "invalid_manifest");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 2 entries")
+    );
+    let long_labels: serde_json::Map<String, Value> = (0..60)
+        .map(|i| (format!("label-{i}"), json!("v".repeat(40))))
+        .collect();
+    let r = api.create_bundle(&json!({"entries": [entry("a")], "labels": long_labels}));
+    assert_eq!(r.status(), 413);
+    assert_eq!(ApiClient::error_code(r), "payload_too_large");
+    assert_eq!(
+        api.create_bundle(&json!({"entries": [entry("a"), entry("b")]}))
+            .status(),
+        201
+    );
+}
+
+#[test]
+fn client_that_never_finishes_its_headers_is_disconnected() {
+    let server = FerryServer::builder()
+        .args(["--header-timeout", "1s"])
+        .start();
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "slow headers held the connection"
+    );
+    assert!(
+        n == 0 || answer.starts_with("HTTP/1.1 408"),
+        "unexpected answer {answer:?}"
+    );
+    assert_eq!(
+        reqwest::blocking::get(server.at("/healthz"))
+            .unwrap()
+            .status(),
+        200
+    );
+}
