@@ -110,6 +110,8 @@ impl Row {
     ) -> Self {
         let ratio = ferry.median / reference_stats.median;
         let value = |t: &Target| if t.on_ratio { ratio } else { ferry.median };
+        // A zero or missing reference gives no ratio, and so no verdict.
+        let judged = ratio.is_finite();
         Self {
             id: id.into(),
             scenario: scenario.into(),
@@ -117,8 +119,8 @@ impl Row {
             unit: unit.into(),
             ferry,
             reference_stats: Some(reference_stats),
-            ratio: Some(ratio),
-            met: target.as_ref().map(|t| t.met(value(t))),
+            ratio: judged.then_some(ratio),
+            met: target.as_ref().filter(|_| judged).map(|t| t.met(value(t))),
             target,
             ferry_peak_rss_mib: None,
             note: String::new(),

@@ -22,8 +22,9 @@ fn ferry_stage(bench: &Bench, server: &Ferry, paths: &[&Path]) -> anyhow::Result
         .args(["stage", "--help"])
         .output()
         .context("run ferry stage --help")?;
+    // A placeholder binary exits 0 on anything; a real one documents --server.
     ensure!(
-        help.status.success(),
+        help.status.success() && String::from_utf8_lossy(&help.stdout).contains("--server"),
         "`ferry stage` is not available yet in {}",
         exe.display()
     );
@@ -40,6 +41,23 @@ fn ferry_stage(bench: &Bench, server: &Ferry, paths: &[&Path]) -> anyhow::Result
         .arg("json")
         .args(paths);
     Ok(command)
+}
+
+/// Bundles the server stores: each `ferry stage` must add one.
+fn bundle_count(server: &Ferry) -> usize {
+    std::fs::read_dir(server.data.join("bundles")).map_or(0, |d| d.count())
+}
+
+/// Runs `ferry stage` and checks it created a bundle.
+fn stage_once(command: &Command, server: &Ferry, log: &Path) -> anyhow::Result<Run> {
+    let before = bundle_count(server);
+    let run = timed(command, log)?;
+    ensure!(
+        bundle_count(server) > before,
+        "ferry stage exited 0 but created no bundle; log: {}",
+        log.display()
+    );
+    Ok(run)
 }
 
 fn peak_mib(runs: &[Run]) -> f64 {
@@ -60,7 +78,7 @@ pub fn new_large(bench: &Bench) -> anyhow::Result<Vec<Row>> {
         "stage 1 GiB",
         || {
             crate::remove(&blob_file)?;
-            let run = timed(&command, &bench.log("stage-ferry"))?;
+            let run = stage_once(&command, &bench.ferry, &bench.log("stage-ferry"))?;
             ensure!(blob_file.is_file(), "ferry stage did not upload the blob");
             ferry_runs.push(run);
             Ok(run.wall.as_secs_f64())
@@ -106,12 +124,12 @@ pub fn unchanged_large(bench: &Bench) -> anyhow::Result<Vec<Row>> {
     let input = large_input(bench)?;
     let command = ferry_stage(bench, &bench.ferry, &[&input.path])?;
     // Staged once, untimed, so every timed run finds the blob present.
-    timed(&command, &bench.log("restage-first"))?;
+    stage_once(&command, &bench.ferry, &bench.log("restage-first"))?;
     let mut ferry_runs = Vec::new();
     let (ferry, reference) = bench.side_by_side(
         "re-stage 1 GiB",
         || {
-            let run = timed(&command, &bench.log("restage-ferry"))?;
+            let run = stage_once(&command, &bench.ferry, &bench.log("restage-ferry"))?;
             ferry_runs.push(run);
             Ok(run.wall.as_secs_f64())
         },
@@ -147,8 +165,16 @@ fn stage_folder(bench: &Bench, dir: &Path, count: usize, tag: &str) -> anyhow::R
     let command = ferry_stage(bench, &server, &[dir])?;
     let peak = server.peak();
     let cpu_before = peak.cpu_time()?;
-    let run = timed(&command, &bench.log(&format!("stage-many-{tag}")))?;
+    let run = stage_once(&command, &server, &bench.log(&format!("stage-many-{tag}")))?;
     let cpu = peak.cpu_time()?.saturating_sub(cpu_before);
+    let stored = std::fs::read_dir(server.data.join("blobs/sha256"))?
+        .filter_map(Result::ok)
+        .map(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count()))
+        .sum::<usize>();
+    ensure!(
+        stored == count,
+        "staged {count} files but the server stores {stored} blobs"
+    );
     drop(server);
     crate::remove(&data_dir)?;
     let per_file = |seconds: f64| seconds * 1000.0 / count as f64;
