@@ -9,7 +9,10 @@
 //! test failure, elsewhere the test prints why it did nothing and returns.
 
 pub mod api;
+pub mod azurite;
+pub mod gcs;
 pub mod moto;
+pub mod nginx;
 pub mod process;
 pub mod server;
 pub mod tls;

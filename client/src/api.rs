@@ -1,0 +1,280 @@
+//! An HTTP client for ferry-server's API v1, with retries on transient
+//! failures and errors that say what to do.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ferry_core::Digest;
+use ferry_core::api::{
+    CreateBundleRequest, CreateBundleResponse, ErrorBody, ErrorCode, ListBundlesResponse,
+    MAX_MISSING_QUERY, Manifest, MissingRequest, MissingResponse,
+};
+use reqwest::{Method, StatusCode};
+
+/// Why a call to the server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(
+        "cannot reach ferry-server at {server}: {reason} (is it running? check --server / FERRY_SERVER)"
+    )]
+    Unreachable { server: String, reason: String },
+    #[error(
+        "ferry-server at {server} refused the token: {message} (check --token-file / FERRY_TOKEN)"
+    )]
+    Unauthorized { server: String, message: String },
+    #[error("ferry-server answered {status} ({code:?}): {message}")]
+    Server {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        missing: Vec<Digest>,
+    },
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("unexpected answer from ferry-server: {0}")]
+    Protocol(String),
+}
+
+impl ApiError {
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Server { status, code, .. } => {
+                code.is_transient() || *status == 429 || (*status >= 500 && *status != 507)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Connection settings for one server.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+    retries: u32,
+}
+
+impl ApiClient {
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        ca_pem: Option<&[u8]>,
+        retries: u32,
+    ) -> Result<Self, ApiError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(64)
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ApiError::Protocol(format!("CA file is not PEM: {e}")))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ApiError::Protocol(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            base: server.trim_end_matches('/').to_owned(),
+            token,
+            http,
+            retries,
+        })
+    }
+
+    pub fn server(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    /// Sends a request (rebuilt by `make` for each attempt), retrying
+    /// transient failures with exponential backoff.
+    async fn send<F, Fut>(&self, make: F) -> Result<reqwest::Response, ApiError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<reqwest::RequestBuilder, ApiError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let result = match make().await?.send().await {
+                Ok(response) => self.check(response).await,
+                Err(e) => Err(ApiError::Unreachable {
+                    server: self.base.clone(),
+                    reason: describe(&e),
+                }),
+            };
+            match result {
+                Err(e) if e.is_transient() && attempt < self.retries => {
+                    attempt += 1;
+                    let delay = Duration::from_millis(200 * (1 << attempt.min(6)));
+                    tracing::warn!(error = %e, attempt, "retrying after a transient failure");
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn check(&self, response: reqwest::Response) -> Result<reqwest::Response, ApiError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
+        let (code, message, missing) = match body {
+            Some(b) => (b.error.code, b.error.message, b.error.missing),
+            None => (
+                ErrorCode::Unknown,
+                text.chars().take(200).collect(),
+                Vec::new(),
+            ),
+        };
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(ApiError::Unauthorized {
+                server: self.base.clone(),
+                message,
+            });
+        }
+        Err(ApiError::Server {
+            status: status.as_u16(),
+            code,
+            message,
+            missing,
+        })
+    }
+
+    /// The digests among `digests` the server lacks.
+    pub async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, ApiError> {
+        let mut missing = Vec::new();
+        for chunk in digests.chunks(MAX_MISSING_QUERY) {
+            let body = MissingRequest {
+                digests: chunk.to_vec(),
+            };
+            let response = self
+                .send(|| async { Ok(self.request(Method::POST, "/v1/blobs/missing").json(&body)) })
+                .await?;
+            let answer: MissingResponse = response
+                .json()
+                .await
+                .map_err(|e| ApiError::Protocol(e.to_string()))?;
+            missing.extend(answer.missing);
+        }
+        Ok(missing)
+    }
+
+    /// Streams the file at `path` as blob `digest`; `on_bytes` sees progress.
+    pub async fn upload(
+        &self,
+        path: &Path,
+        digest: &Digest,
+        size: u64,
+        on_bytes: impl Fn(u64) + Clone + Send + Sync + 'static,
+    ) -> Result<(), ApiError> {
+        self.send(|| {
+            let on_bytes = on_bytes.clone();
+            async move {
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|source| ApiError::File {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+                let stream = futures::StreamExt::inspect(stream, move |chunk| {
+                    if let Ok(bytes) = chunk {
+                        on_bytes(bytes.len() as u64);
+                    }
+                });
+                Ok(self
+                    .request(Method::PUT, &format!("/v1/blobs/{digest}"))
+                    .header(reqwest::header::CONTENT_LENGTH, size)
+                    .body(reqwest::Body::wrap_stream(stream)))
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn create_bundle(
+        &self,
+        request: &CreateBundleRequest,
+    ) -> Result<CreateBundleResponse, ApiError> {
+        let response = self
+            .send(|| async { Ok(self.request(Method::POST, "/v1/bundles").json(request)) })
+            .await?;
+        response
+            .json()
+            .await
+            .map_err(|e| ApiError::Protocol(e.to_string()))
+    }
+
+    pub async fn get_bundle(&self, bundle: &str) -> Result<Manifest, ApiError> {
+        let path = format!("/v1/bundles/{bundle}");
+        let response = self
+            .send(|| async { Ok(self.request(Method::GET, &path)) })
+            .await?;
+        response
+            .json()
+            .await
+            .map_err(|e| ApiError::Protocol(e.to_string()))
+    }
+
+    pub async fn list_bundles(
+        &self,
+        name_prefix: Option<&str>,
+        labels: &[(String, String)],
+    ) -> Result<ListBundlesResponse, ApiError> {
+        let mut query: Vec<(String, String)> = Vec::new();
+        if let Some(prefix) = name_prefix {
+            query.push(("name".into(), prefix.into()));
+        }
+        for (k, v) in labels {
+            query.push(("label".into(), format!("{k}={v}")));
+        }
+        let response = self
+            .send(|| async { Ok(self.request(Method::GET, "/v1/bundles").query(&query)) })
+            .await?;
+        response
+            .json()
+            .await
+            .map_err(|e| ApiError::Protocol(e.to_string()))
+    }
+
+    pub async fn delete_bundle(&self, bundle: &str) -> Result<(), ApiError> {
+        let path = format!("/v1/bundles/{bundle}");
+        self.send(|| async { Ok(self.request(Method::DELETE, &path)) })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The innermost cause of a reqwest error, which is the informative one
+/// ("Connection refused", "certificate not trusted").
+fn describe(error: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    let mut last = error.to_string();
+    while let Some(e) = source {
+        last = e.to_string();
+        source = e.source();
+    }
+    if error.is_timeout() {
+        format!("timed out ({last})")
+    } else {
+        last
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per subcommand.
+
+pub mod bundles;
+pub mod stage;
+pub mod submit;

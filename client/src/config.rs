@@ -1,0 +1,215 @@
+//! Where the server URL, upload token and CA come from: flags, then
+//! `FERRY_*` environment variables (clap fills both), then the config file
+//! `$XDG_CONFIG_HOME/ferry/config.toml` (or `~/.config/ferry/config.toml`),
+//! then defaults for a server on this machine.
+//!
+//! ```toml
+//! server = "https://ferry.example.com:7070"
+//! token_file = "/home/me/.config/ferry/upload-token"
+//! ca_file = "/etc/ssl/my-ca.pem"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::api::ApiClient;
+
+/// The server used when nothing names one.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub server: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("cannot read token file {path}: {reason}")]
+    Token { path: String, reason: String },
+    #[error("cannot read CA file {path}: {reason}")]
+    Ca { path: String, reason: String },
+    #[error("{0}")]
+    Api(#[from] crate::api::ApiError),
+}
+
+/// What the global flags said.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionFlags {
+    pub server: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub retries: u32,
+}
+
+/// The resolved connection: which server, with which credentials.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub server: String,
+    pub token: Option<String>,
+    pub ca_pem: Option<Vec<u8>>,
+    pub retries: u32,
+}
+
+impl Connection {
+    pub fn resolve(flags: &ConnectionFlags) -> Result<Self, ConfigError> {
+        let file = load_file(flags.config.as_deref())?;
+        let server = flags
+            .server
+            .clone()
+            .or(file.server)
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+        let token = match (&flags.token, &flags.token_file, &file.token_file) {
+            (Some(token), _, _) => Some(token.trim().to_owned()),
+            (None, Some(path), _) | (None, None, Some(path)) => Some(read_token(path)?),
+            (None, None, None) => local_server_token(&server),
+        };
+        let ca_file = flags.ca_file.clone().or(file.ca_file);
+        let ca_pem = match ca_file {
+            Some(path) => Some(std::fs::read(&path).map_err(|e| ConfigError::Ca {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            server,
+            token,
+            ca_pem,
+            retries: flags.retries,
+        })
+    }
+
+    pub fn client(&self) -> Result<ApiClient, ConfigError> {
+        Ok(ApiClient::new(
+            &self.server,
+            self.token.clone(),
+            self.ca_pem.as_deref(),
+            self.retries,
+        )?)
+    }
+}
+
+fn default_config_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("ferry").join("config.toml"))
+}
+
+fn load_file(explicit: Option<&Path>) -> Result<ConfigFile, ConfigError> {
+    let (path, required) = match explicit {
+        Some(path) => (path.to_path_buf(), true),
+        None => match default_config_path() {
+            Some(path) => (path, false),
+            None => return Ok(ConfigFile::default()),
+        },
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(ConfigFile::default());
+        }
+        Err(e) => {
+            return Err(ConfigError::File {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn read_token(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Token {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(ConfigError::Token {
+            path: path.display().to_string(),
+            reason: "the file is empty".into(),
+        });
+    }
+    Ok(token.to_owned())
+}
+
+/// For a server on this machine started in the current folder with its
+/// defaults, its generated token: `ferry-server` then `ferry stage` just work.
+fn local_server_token(server: &str) -> Option<String> {
+    let local = server.starts_with("http://127.0.0.1:") || server.starts_with("http://localhost:");
+    local
+        .then(|| std::fs::read_to_string("ferry-data/upload-token").ok())
+        .flatten()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "from-file\n").unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "server = \"http://filehost:1\"\ntoken_file = \"{}\"\n",
+                token.display()
+            ),
+        )
+        .unwrap();
+        let from_file = Connection::resolve(&ConnectionFlags {
+            config: Some(config.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(from_file.server, "http://filehost:1");
+        assert_eq!(from_file.token.as_deref(), Some("from-file"));
+        let flagged = Connection::resolve(&ConnectionFlags {
+            config: Some(config),
+            server: Some("http://flag:2".into()),
+            token: Some("from-flag".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(flagged.server, "http://flag:2");
+        assert_eq!(flagged.token.as_deref(), Some("from-flag"));
+    }
+
+    #[test]
+    fn unknown_config_keys_and_missing_explicit_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, "servr = \"x\"\n").unwrap();
+        let flags = ConnectionFlags {
+            config: Some(config),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Connection::resolve(&flags),
+            Err(ConfigError::File { .. })
+        ));
+        let flags = ConnectionFlags {
+            config: Some(dir.path().join("absent.toml")),
+            ..Default::default()
+        };
+        assert!(Connection::resolve(&flags).is_err());
+    }
+}

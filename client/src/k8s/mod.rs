@@ -1,0 +1,283 @@
+//! The Kubernetes objects `ferry submit` makes: the Secret holding the
+//! bundle token, and driver/executor pod templates that add the ferry-init
+//! init container, merged into templates the user already has.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, HostPathVolumeSource, Pod, PodSpec, Secret,
+    SecretVolumeSource, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// Where staged files land in every pod (an emptyDir).
+pub const DEPS_DIR: &str = "/var/ferry";
+/// Where the bundle token Secret is mounted.
+pub const SECRET_DIR: &str = "/var/run/secrets/ferry";
+const DEPS_VOLUME: &str = "ferry-deps";
+const SECRET_VOLUME: &str = "ferry-token";
+const CACHE_VOLUME: &str = "ferry-cache";
+const CACHE_DIR: &str = "/var/cache/ferry";
+pub const INIT_CONTAINER: &str = "ferry-init";
+
+/// Everything the init container needs to know.
+#[derive(Debug, Clone)]
+pub struct InitSpec {
+    pub image: String,
+    pub server: String,
+    pub bundle_id: String,
+    pub secret_name: String,
+    /// `ferry-init` arguments after the common ones (remote URIs and where they land).
+    pub extra_args: Vec<String>,
+    /// hostPath for the node-local cache, if any.
+    pub node_cache: Option<String>,
+}
+
+impl InitSpec {
+    /// The full `ferry-init` command line.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--server".to_owned(),
+            self.server.clone(),
+            "--token-file".to_owned(),
+            format!("{SECRET_DIR}/token"),
+        ];
+        for kind in crate::spark::Kind::ALL {
+            args.push("--dest".into());
+            args.push(format!("{g}={DEPS_DIR}/{g}", g = kind.group()));
+        }
+        args.extend(["--into".to_owned(), format!("{DEPS_DIR}/other")]);
+        if self.node_cache.is_some() {
+            args.extend(["--cache-dir".to_owned(), CACHE_DIR.to_owned()]);
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args.push(format!("ferry://{}", self.bundle_id));
+        args
+    }
+}
+
+/// The Secret holding a bundle's read token, under key `token`.
+pub fn secret(name: &str, namespace: &str, bundle_id: &str, token: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(BTreeMap::from([
+                (
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "ferry".to_owned(),
+                ),
+                ("ferry.dev/bundle".to_owned(), bundle_id.to_owned()),
+            ])),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        string_data: Some(BTreeMap::from([("token".to_owned(), token.to_owned())])),
+        ..Default::default()
+    }
+}
+
+/// Adds ferry to `base` (the user's template, or an empty pod): the init
+/// container first among init containers, the token and dependency volumes,
+/// and the dependency mount on the main container — the one named
+/// `container_name`, else the first, else a new one with that name.
+pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) -> Pod {
+    let mut pod = base.unwrap_or_default();
+    let spec = pod.spec.get_or_insert_with(PodSpec::default);
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    volumes.retain(|v| v.name != DEPS_VOLUME && v.name != SECRET_VOLUME && v.name != CACHE_VOLUME);
+    volumes.push(Volume {
+        name: DEPS_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    });
+    volumes.push(Volume {
+        name: SECRET_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(init.secret_name.clone()),
+            default_mode: Some(0o400),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let mut init_mounts = vec![
+        VolumeMount {
+            name: DEPS_VOLUME.into(),
+            mount_path: DEPS_DIR.into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: SECRET_VOLUME.into(),
+            mount_path: SECRET_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    ];
+    if let Some(host_path) = &init.node_cache {
+        volumes.push(Volume {
+            name: CACHE_VOLUME.into(),
+            host_path: Some(HostPathVolumeSource {
+                path: host_path.clone(),
+                type_: Some("DirectoryOrCreate".into()),
+            }),
+            ..Default::default()
+        });
+        init_mounts.push(VolumeMount {
+            name: CACHE_VOLUME.into(),
+            mount_path: CACHE_DIR.into(),
+            ..Default::default()
+        });
+    }
+    let init_containers = spec.init_containers.get_or_insert_with(Vec::new);
+    init_containers.retain(|c| c.name != INIT_CONTAINER);
+    init_containers.insert(
+        0,
+        Container {
+            name: INIT_CONTAINER.into(),
+            image: Some(init.image.clone()),
+            args: Some(init.args()),
+            volume_mounts: Some(init_mounts),
+            ..Default::default()
+        },
+    );
+    let containers = &mut spec.containers;
+    let index = containers
+        .iter()
+        .position(|c| c.name == container_name)
+        .unwrap_or(0);
+    if containers.is_empty() {
+        containers.push(Container {
+            name: container_name.to_owned(),
+            ..Default::default()
+        });
+    }
+    let mounts = containers[index].volume_mounts.get_or_insert_with(Vec::new);
+    mounts.retain(|m| m.name != DEPS_VOLUME);
+    mounts.push(VolumeMount {
+        name: DEPS_VOLUME.into(),
+        mount_path: DEPS_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    });
+    pod
+}
+
+/// Creates (or replaces) the Secret through the API server of the current
+/// kubeconfig context.
+pub async fn apply_secret(secret: &Secret) -> anyhow::Result<()> {
+    use kube::api::{Api, PostParams};
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach Kubernetes with the current kubeconfig: {e}"))?;
+    let namespace = secret
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let api: Api<Secret> = Api::namespaced(client, &namespace);
+    api.create(&PostParams::default(), secret)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create Secret {}/{}: {e}",
+                namespace,
+                secret.metadata.name.as_deref().unwrap_or_default()
+            )
+        })?;
+    Ok(())
+}
+
+/// The namespace of the current kubeconfig context, if one is configured.
+pub fn kubeconfig_namespace() -> Option<String> {
+    let config = kube::config::Kubeconfig::read().ok()?;
+    let current = config.current_context.as_deref()?;
+    config
+        .contexts
+        .iter()
+        .find(|c| c.name == current)
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.namespace.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn init() -> InitSpec {
+        InitSpec {
+            image: "ferry-init:test".into(),
+            server: "http://ferry:7070".into(),
+            bundle_id: "id-x".into(),
+            secret_name: "ferry-id-x".into(),
+            extra_args: vec![],
+            node_cache: Some("/var/cache/ferry".into()),
+        }
+    }
+
+    #[test]
+    fn user_template_keeps_its_parts_and_gains_ferry() {
+        let user: Pod = serde_yaml::from_str(
+            "spec:\n  initContainers:\n  - name: setup\n    image: busybox\n  containers:\n  - name: sidecar\n    image: s\n  - name: main\n    image: m\n    volumeMounts:\n    - name: data\n      mountPath: /data\n  volumes:\n  - name: data\n    emptyDir: {}\n",
+        )
+        .unwrap();
+        let pod = merge_template(Some(user), &init(), "main");
+        let spec = pod.spec.unwrap();
+        let inits: Vec<&str> = spec
+            .init_containers
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(inits, ["ferry-init", "setup"]);
+        let main = spec.containers.iter().find(|c| c.name == "main").unwrap();
+        let mounts: Vec<&str> = main
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(mounts, ["/data", "/var/ferry"]);
+        assert!(
+            spec.containers[0].volume_mounts.is_none(),
+            "the sidecar is left alone"
+        );
+        let volumes: Vec<&str> = spec
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(
+            volumes,
+            ["data", "ferry-deps", "ferry-token", "ferry-cache"]
+        );
+    }
+
+    #[test]
+    fn merging_twice_does_not_duplicate() {
+        let once = merge_template(None, &init(), "spark-kubernetes-driver");
+        let twice = merge_template(Some(once.clone()), &init(), "spark-kubernetes-driver");
+        assert_eq!(once, twice);
+        assert_eq!(
+            twice.spec.unwrap().containers[0].name,
+            "spark-kubernetes-driver"
+        );
+    }
+
+    #[test]
+    fn init_arguments_name_every_group_and_the_bundle_last() {
+        let args = init().args();
+        assert_eq!(args.last().unwrap(), "ferry://id-x");
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == "--dest" && w[1] == "jars=/var/ferry/jars")
+        );
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == "--cache-dir" && w[1] == "/var/cache/ferry")
+        );
+    }
+}
