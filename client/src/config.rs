@@ -34,6 +34,8 @@ pub enum ConfigError {
     Token { path: String, reason: String },
     #[error("cannot read CA file {path}: {reason}")]
     Ca { path: String, reason: String },
+    #[error("--kube-token: {0}")]
+    Kube(String),
     #[error("{0}")]
     Api(#[from] crate::api::ApiError),
 }
@@ -46,6 +48,7 @@ pub struct ConnectionFlags {
     pub token_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     pub config: Option<PathBuf>,
+    pub kube_token: bool,
     pub retries: u32,
 }
 
@@ -67,6 +70,7 @@ impl Connection {
             .or(file.server)
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
         let token = match (&flags.token, &flags.token_file, &file.token_file) {
+            _ if flags.kube_token => Some(kubeconfig_token()?),
             (Some(token), _, _) => Some(token.trim().to_owned()),
             (None, Some(path), _) | (None, None, Some(path)) => Some(read_token(path)?),
             (None, None, None) => local_server_token(&server),
@@ -144,6 +148,47 @@ fn read_token(path: &Path) -> Result<String, ConfigError> {
         });
     }
     Ok(token.to_owned())
+}
+
+/// The bearer token of the current kubeconfig context's user, for a server
+/// started with `--kubernetes-auth` (it checks the token with TokenReview).
+fn kubeconfig_token() -> Result<String, ConfigError> {
+    use secrecy::ExposeSecret as _;
+    let config = kube::config::Kubeconfig::read()
+        .map_err(|e| ConfigError::Kube(format!("cannot read the kubeconfig: {e}")))?;
+    let context_name = config
+        .current_context
+        .as_deref()
+        .ok_or_else(|| ConfigError::Kube("the kubeconfig has no current context".into()))?;
+    let user = config
+        .contexts
+        .iter()
+        .find(|c| c.name == context_name)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.user.clone().unwrap_or_default())
+        .ok_or_else(|| {
+            ConfigError::Kube(format!("context {context_name} is not in the kubeconfig"))
+        })?;
+    let auth = config
+        .auth_infos
+        .iter()
+        .find(|a| a.name == user)
+        .and_then(|a| a.auth_info.as_ref())
+        .ok_or_else(|| {
+            ConfigError::Kube(format!(
+                "user {user:?} of context {context_name} is not in the kubeconfig"
+            ))
+        })?;
+    if let Some(token) = &auth.token {
+        return Ok(token.expose_secret().trim().to_owned());
+    }
+    if let Some(path) = &auth.token_file {
+        return read_token(Path::new(path));
+    }
+    Err(ConfigError::Kube(format!(
+        "user {user:?} of context {context_name} has no bearer token (token or tokenFile); \
+         exec and client-certificate users cannot hand a token to ferry-server"
+    )))
 }
 
 /// For a server on this machine started in the current folder with its

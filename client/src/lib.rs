@@ -37,6 +37,10 @@ pub struct Cli {
     /// Config file (default: $XDG_CONFIG_HOME/ferry/config.toml).
     #[arg(long, global = true, env = "FERRY_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Use the current kubeconfig user's bearer token as the upload token
+    /// (for a ferry-server started with --kubernetes-auth).
+    #[arg(long, global = true, env = "FERRY_KUBE_TOKEN", conflicts_with_all = ["token", "token_file"])]
+    pub kube_token: bool,
     /// Retries of a request after a transient failure.
     #[arg(long, global = true, env = "FERRY_RETRIES", default_value_t = 4)]
     pub retries: u32,
@@ -67,6 +71,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         token_file: cli.token_file,
         ca_file: cli.ca_file,
         config: cli.config,
+        kube_token: cli.kube_token,
         retries: cli.retries,
     })?;
     let client = connection.client()?;

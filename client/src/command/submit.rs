@@ -27,6 +27,11 @@ pub struct SubmitArgs {
     /// creating the Secret and running spark-submit.
     #[arg(long, env = "FERRY_DRY_RUN")]
     pub dry_run: bool,
+    /// Write the token's Secret manifest to this file (mode 0600) instead of
+    /// creating it through the Kubernetes API; apply it yourself before the
+    /// pods start (e.g. GitOps, or no API access from this machine).
+    #[arg(long, env = "FERRY_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
     /// ferry-init image for the init container.
     #[arg(long, env = "FERRY_INIT_IMAGE", default_value = concat!("ghcr.io/ferry-dev/ferry-init:", env!("CARGO_PKG_VERSION")))]
     pub init_image: String,
@@ -163,6 +168,22 @@ fn read_template(path: &str) -> anyhow::Result<Pod> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading pod template {path}"))?;
     serde_yaml::from_str(&text).with_context(|| format!("pod template {path} is not a Pod"))
+}
+
+/// Writes `bytes` to a new file only its owner can read.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Quotes one argument for a POSIX shell.
@@ -339,10 +360,22 @@ pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::R
         return Ok(0);
     }
 
-    k8s::apply_secret(&secret).await?;
+    let secret_note = match &args.secret_file {
+        Some(path) => {
+            write_private(path, serde_yaml::to_string(&secret)?.as_bytes())?;
+            format!(
+                "Secret {namespace}/{secret_name} written to {}",
+                path.display()
+            )
+        }
+        None => {
+            k8s::apply_secret(&secret).await?;
+            format!("Secret {namespace}/{secret_name} created")
+        }
+    };
     if !quiet {
         eprintln!(
-            "ferry: staged bundle {} ({} files, {} bytes uploaded); Secret {namespace}/{secret_name}; templates in {}",
+            "ferry: staged bundle {} ({} files, {} bytes uploaded); {secret_note}; templates in {}",
             staged.id,
             staged.entries.len(),
             staged.uploaded.bytes,

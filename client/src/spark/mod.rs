@@ -406,15 +406,45 @@ pub fn rewrite(
             });
         }
     }
+    // A setting the user already passed is replaced where it stands, so the
+    // command never carries two values for one key.
     for (key, value) in extra_confs {
-        out.options.push(SparkOption::Value {
-            name: "--conf".into(),
-            value: format!("{key}={value}"),
-            joined: false,
-        });
+        let setting = format!("{key}={value}");
+        let sets_key = |o: &SparkOption| match o {
+            SparkOption::Value { name, value, .. } => {
+                (name == "--conf" || name == "-c")
+                    && value.split_once('=').is_some_and(|(k, _)| k == key)
+            }
+            _ => false,
+        };
+        match out.options.iter().position(sets_key) {
+            Some(first) => {
+                let mut index = 0;
+                out.options.retain(|o| {
+                    index += 1;
+                    index - 1 <= first || !sets_key(o)
+                });
+                if let SparkOption::Value { value, .. } = &mut out.options[first] {
+                    *value = setting;
+                }
+            }
+            None => out.options.push(SparkOption::Value {
+                name: "--conf".into(),
+                value: setting,
+                joined: false,
+            }),
+        }
     }
+    // The primary resource is one path, never a list: a comma in it is part
+    // of the name.
     if let Some(primary) = &submit.primary {
-        out.primary = Some(rewrite_list(Kind::Primary, primary));
+        let dep = Dependency::parse(Kind::Primary, primary);
+        if let Some(new) = replace(&dep) {
+            out.primary = Some(match &dep.alias {
+                Some(alias) => format!("{new}#{alias}"),
+                None => new,
+            });
+        }
     }
     out
 }
