@@ -14,14 +14,16 @@ pub enum BundlesCommand {
         /// Only bundles with this label (repeatable): K=V.
         #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
         labels: Vec<(String, String)>,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
+        /// Output format on stdout.
+        #[arg(long, env = "FERRY_OUTPUT", value_enum, default_value_t = Output::Text)]
         output: Output,
     },
     /// Print a bundle's manifest.
     Show {
         /// Bundle id or name.
         bundle: String,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
+        /// Output format on stdout.
+        #[arg(long, env = "FERRY_OUTPUT", value_enum, default_value_t = Output::Text)]
         output: Output,
     },
     /// Delete bundles now (their blobs go at the next garbage collection).

@@ -346,11 +346,12 @@ fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
         if bytes[i] == b'%'
             && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+            && let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
         {
-            out.push(b);
+            out.push((high * 16 + low) as u8);
             i += 3;
             continue;
         }
@@ -606,6 +607,12 @@ mod tests {
                 "arg",
             ])
         );
+    }
+
+    #[test]
+    fn percent_before_a_multibyte_character_is_kept_literally() {
+        assert_eq!(percent_decode("%aé%41"), "%aéA");
+        assert_eq!(percent_decode("100%"), "100%");
     }
 
     #[test]
