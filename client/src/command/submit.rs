@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::api::ApiClient;
 use crate::command::stage::{Output, StageRequest, stage};
 use crate::files::LocalFile;
-use crate::k8s::{self, DEPS_DIR, InitSpec};
+use crate::k8s::{self, InitSpec};
 use crate::spark::{self, Dependency, Kind, Origin, SparkSubmit, encode_path};
 
 /// Label put on driver and executor pods; the bundle lives while a pod has it.
@@ -47,6 +47,10 @@ pub struct SubmitArgs {
     /// under the system temp directory).
     #[arg(long, env = "FERRY_TEMPLATE_DIR")]
     pub template_dir: Option<PathBuf>,
+    /// Folder inside the pods where dependencies land (the shared volume's
+    /// mount path); the rewritten command points there.
+    #[arg(long, env = "FERRY_DEPS_DIR", default_value = k8s::DEPS_DIR, value_parser = parse_deps_dir)]
+    pub deps_dir: String,
     /// hostPath of a node-local cache shared by ferry-init containers.
     #[arg(long, env = "FERRY_NODE_CACHE")]
     pub node_cache: Option<String>,
@@ -81,8 +85,24 @@ pub struct Plan {
     pub replacements: BTreeMap<(Kind, String), String>,
 }
 
-/// Decides where every dependency goes.
-pub fn plan(deps: &[Dependency]) -> anyhow::Result<Plan> {
+fn parse_deps_dir(text: &str) -> Result<String, String> {
+    let trimmed = text.trim_end_matches('/');
+    if !text.starts_with('/') || trimmed.is_empty() {
+        return Err(format!("{text:?} is not an absolute folder other than /"));
+    }
+    if trimmed
+        .chars()
+        .any(|c| c.is_control() || matches!(c, ',' | '#' | '?' | '%'))
+    {
+        return Err(format!(
+            "{text:?} has a character Spark URI lists cannot carry"
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Decides where every dependency goes, under `deps_dir` in the pods.
+pub fn plan(deps: &[Dependency], deps_dir: &str) -> anyhow::Result<Plan> {
     let mut plan = Plan::default();
     let mut landing: BTreeMap<String, String> = BTreeMap::new();
     for dep in deps {
@@ -128,7 +148,7 @@ pub fn plan(deps: &[Dependency]) -> anyhow::Result<Plan> {
             && previous != dep.location
         {
             anyhow::bail!(
-                "{previous} and {} would both land at {DEPS_DIR}/{target}; rename one",
+                "{previous} and {} would both land at {deps_dir}/{target}; rename one",
                 dep.location
             );
         }
@@ -147,7 +167,11 @@ pub fn plan(deps: &[Dependency]) -> anyhow::Result<Plan> {
         }
         plan.replacements.insert(
             key,
-            format!("local://{DEPS_DIR}/{group}/{}", encode_path(&name)),
+            format!(
+                "local://{}/{group}/{}",
+                encode_path(deps_dir),
+                encode_path(&name)
+            ),
         );
     }
     Ok(plan)
@@ -215,7 +239,7 @@ pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::R
             .or_else(|| properties.get(key).cloned())
     };
     let deps = spark::dependencies(&submit, &properties);
-    let plan = plan(&deps)?;
+    let plan = plan(&deps, &args.deps_dir)?;
     let namespace = args
         .namespace
         .clone()
@@ -269,7 +293,7 @@ pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::R
             "--spark-jars".to_owned(),
             plan.remote_jars.join(","),
             "--jars-dir".to_owned(),
-            format!("{DEPS_DIR}/jars"),
+            format!("{}/jars", args.deps_dir),
         ]);
     }
     if !plan.remote_files.is_empty() {
@@ -277,7 +301,7 @@ pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::R
             "--spark-files".to_owned(),
             plan.remote_files.join(","),
             "--files-dir".to_owned(),
-            format!("{DEPS_DIR}/files"),
+            format!("{}/files", args.deps_dir),
         ]);
     }
     let init = InitSpec {
@@ -290,6 +314,7 @@ pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::R
         secret_name: secret_name.clone(),
         extra_args,
         node_cache: args.node_cache.clone(),
+        deps_dir: args.deps_dir.clone(),
     };
 
     let template_dir = args
@@ -420,7 +445,7 @@ mod tests {
                 alias: None,
             },
         ];
-        let err = plan(&deps).unwrap_err().to_string();
+        let err = plan(&deps, crate::k8s::DEPS_DIR).unwrap_err().to_string();
         assert!(
             err.contains("would both land at /var/ferry/jars/a.jar"),
             "{err}"

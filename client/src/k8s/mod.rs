@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-/// Where staged files land in every pod (an emptyDir).
+/// Where staged files land in every pod (an emptyDir), unless
+/// `ferry submit --deps-dir` says otherwise.
 pub const DEPS_DIR: &str = "/var/ferry";
 /// Where the bundle token Secret is mounted.
 pub const SECRET_DIR: &str = "/var/run/secrets/ferry";
@@ -31,6 +32,8 @@ pub struct InitSpec {
     pub extra_args: Vec<String>,
     /// hostPath for the node-local cache, if any.
     pub node_cache: Option<String>,
+    /// Mount path of the dependency volume in every container.
+    pub deps_dir: String,
 }
 
 impl InitSpec {
@@ -44,9 +47,9 @@ impl InitSpec {
         ];
         for kind in crate::spark::Kind::ALL {
             args.push("--dest".into());
-            args.push(format!("{g}={DEPS_DIR}/{g}", g = kind.group()));
+            args.push(format!("{g}={}/{g}", self.deps_dir, g = kind.group()));
         }
-        args.extend(["--into".to_owned(), format!("{DEPS_DIR}/other")]);
+        args.extend(["--into".to_owned(), format!("{}/other", self.deps_dir)]);
         if self.node_cache.is_some() {
             args.extend(["--cache-dir".to_owned(), CACHE_DIR.to_owned()]);
         }
@@ -103,7 +106,7 @@ pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) 
     let mut init_mounts = vec![
         VolumeMount {
             name: DEPS_VOLUME.into(),
-            mount_path: DEPS_DIR.into(),
+            mount_path: init.deps_dir.clone(),
             ..Default::default()
         },
         VolumeMount {
@@ -155,7 +158,7 @@ pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) 
     mounts.retain(|m| m.name != DEPS_VOLUME);
     mounts.push(VolumeMount {
         name: DEPS_VOLUME.into(),
-        mount_path: DEPS_DIR.into(),
+        mount_path: init.deps_dir.clone(),
         read_only: Some(true),
         ..Default::default()
     });
@@ -211,6 +214,7 @@ mod tests {
             secret_name: "ferry-id-x".into(),
             extra_args: vec![],
             node_cache: Some("/var/cache/ferry".into()),
+            deps_dir: DEPS_DIR.into(),
         }
     }
 

@@ -1,0 +1,189 @@
+//! A real Spark job (pyspark's `spark-submit --master local[1]`, Java 17)
+//! run with the command `ferry submit` rewrote, after the real ferry-init
+//! fetched the bundle with the arguments of the generated pod template.
+//!
+//! This checks what the unit tests cannot: that Spark itself accepts the
+//! rewritten `local://` URIs (the dependency folder has a space, so every
+//! URI carries `%20`), imports the staged `--py-files` and runs the staged
+//! primary resource, which reads a staged `--files` entry at its pod path.
+//! (Spark does not copy `local://` files into `SparkFiles`, so jobs open
+//! them where ferry-init put them; the README says so.) Kubernetes is replaced by the local master: the
+//! dependency folder is pointed at a temp dir with `--deps-dir`, and the
+//! init container's work is done by running ferry-init by hand.
+//!
+//! Needs `FERRY_TEST_SPARK_SUBMIT` (pyspark's spark-submit, set by
+//! `target/emulators/env.sh`) and `java` on `PATH`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_tests::{FerryServer, bin, require_tool};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::Value;
+
+const JOB: &str = r#"
+import sys
+from pyspark.sql import SparkSession
+import scoring
+
+spark = SparkSession.builder.getOrCreate()
+with open(sys.argv[2]) as f:
+    lines = [l for l in f.read().splitlines() if l]
+total = spark.sparkContext.parallelize(lines, 2).map(scoring.score).sum()
+with open(sys.argv[1], "w") as out:
+    out.write("%d rows, score %d\n" % (len(lines), total))
+spark.stop()
+"#;
+
+const SCORING: &str = "def score(line):\n    return int(line.split(',')[1]) * 2\n";
+
+#[test]
+fn spark_runs_the_rewritten_command_with_dependencies_ferry_init_fetched() {
+    let Some(spark_submit) = require_tool(
+        "pyspark's spark-submit",
+        "FERRY_TEST_SPARK_SUBMIT",
+        &["spark-submit"],
+    ) else {
+        return;
+    };
+    let Some(python) = require_tool("python with pyspark", "FERRY_TEST_PYTHON", &["python3"])
+    else {
+        return;
+    };
+    if require_tool("java", "FERRY_TEST_JAVA", &["java"]).is_none() {
+        return;
+    }
+
+    let server = FerryServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let deps = work.path().join("my deps");
+    std::fs::create_dir_all(&deps).unwrap();
+    std::fs::write(deps.join("job.py"), JOB).unwrap();
+    std::fs::write(deps.join("scoring.py"), SCORING).unwrap();
+    let rows: Vec<String> = (1..=50).map(|i| format!("row{i},{i}")).collect();
+    std::fs::write(deps.join("data 1.csv"), rows.join("\n") + "\n").unwrap();
+    let pod_dir = work.path().join("pod dir");
+    let templates = work.path().join("templates");
+    let output = work.path().join("result.txt");
+    let token = work.path().join("upload-token");
+    std::fs::write(&token, &server.token).unwrap();
+
+    let path = |p: &Path| p.display().to_string();
+    let submit = Command::new(bin("ferry"))
+        .args(["--server", &server.url, "--token-file", &path(&token)])
+        .args([
+            "submit",
+            "--dry-run",
+            "--output",
+            "json",
+            "--namespace",
+            "spark",
+        ])
+        .args([
+            "--deps-dir",
+            &path(&pod_dir),
+            "--template-dir",
+            &path(&templates),
+        ])
+        .arg("--")
+        .arg(&spark_submit)
+        .args(["--master", "local[1]", "--name", "ferry-e2e"])
+        .args(["--conf", "spark.ui.enabled=false"])
+        .args(["--conf", "spark.driver.host=127.0.0.1"])
+        .args(["--conf", "spark.driver.bindAddress=127.0.0.1"])
+        .args(["--py-files", &path(&deps.join("scoring.py"))])
+        .args(["--files", &path(&deps.join("data 1.csv"))])
+        .arg(deps.join("job.py"))
+        .arg(&output)
+        .arg(pod_dir.join("files/data 1.csv"))
+        .env("XDG_CONFIG_HOME", work.path().join("no-config"))
+        .env("KUBECONFIG", work.path().join("no-kubeconfig"))
+        .output()
+        .unwrap();
+    assert!(
+        submit.status.success(),
+        "ferry submit: {}",
+        String::from_utf8_lossy(&submit.stderr)
+    );
+    let dry: Value = serde_json::from_slice(&submit.stdout).unwrap();
+    let command: Vec<String> = serde_json::from_value(dry["command"].clone()).unwrap();
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(dry["secret"].clone()).unwrap();
+    let bundle_token = secret.string_data.unwrap()["token"].clone();
+    assert!(
+        command
+            .iter()
+            .any(|a| a.ends_with("/pod%20dir/files/data%201.csv")),
+        "{command:?}"
+    );
+
+    // The init container's part, with its own arguments from the template.
+    let pod: Pod = serde_yaml::from_str(
+        &std::fs::read_to_string(templates.join("driver-pod-template.yaml")).unwrap(),
+    )
+    .unwrap();
+    let init_args = pod.spec.unwrap().init_containers.unwrap()[0]
+        .args
+        .clone()
+        .unwrap();
+    let pod_token = work.path().join("pod-token");
+    std::fs::write(&pod_token, &bundle_token).unwrap();
+    let init_args: Vec<String> = init_args
+        .iter()
+        .map(|a| a.replace("/var/run/secrets/ferry/token", &path(&pod_token)))
+        .collect();
+    let init = Command::new(bin("ferry-init"))
+        .args(&init_args)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "ferry-init {init_args:?}: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    assert!(pod_dir.join("files/data 1.csv").is_file());
+
+    // The staged copies are what Spark must use: the originals go away.
+    std::fs::remove_dir_all(&deps).unwrap();
+
+    let log = work.path().join("spark.log");
+    let mut child = Command::new(&command[0])
+        .args(&command[1..])
+        .current_dir(work.path())
+        .env("PYSPARK_PYTHON", &python)
+        .env("PYSPARK_DRIVER_PYTHON", &python)
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .env("SPARK_LOCAL_DIRS", work.path().join("spark-local"))
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "spark-submit still running after 240 s; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let spark_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.success(),
+        "spark-submit {command:?} failed:\n{spark_log}"
+    );
+    let expected_score: i64 = (1..=50).map(|i| i * 2).sum();
+    assert_eq!(
+        std::fs::read_to_string(&output)
+            .unwrap_or_else(|e| panic!("no result ({e}):\n{spark_log}")),
+        format!("50 rows, score {expected_score}\n")
+    );
+}
