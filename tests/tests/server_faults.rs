@@ -392,3 +392,118 @@ fn reader_that_stops_reading_is_cut_off_but_a_slow_steady_one_is_not() {
     // The server is fine for everyone else.
     assert_eq!(api.get_blob(&digest).bytes().unwrap().len(), data.len());
 }
+
+#[test]
+fn kill_9_during_garbage_collection_loses_no_live_bundle() {
+    let fast_gc = |builder: ferry_tests::FerryServerBuilder| {
+        builder
+            .args(["--gc-interval", "1s", "--gc-grace", "1s"])
+            .start()
+    };
+    let mut server = fast_gc(FerryServer::builder());
+    let api = ApiClient::new(&server.url, Some(&server.token));
+    // Live bundles, expiring bundles, and many orphans for the sweep to chew on.
+    let mut live = Vec::new();
+    for i in 0..20u64 {
+        let bytes = pseudo_random_bytes(7000 + i, 2000 + i as usize);
+        let created = api.stage(&[("f", &bytes)], json!({"ttl_seconds": 3600}));
+        live.push((
+            created["id"].as_str().unwrap().to_owned(),
+            created["token"].as_str().unwrap().to_owned(),
+            bytes,
+        ));
+    }
+    for i in 0..20u64 {
+        let bytes = pseudo_random_bytes(8000 + i, 1500);
+        api.stage(&[("f", &bytes)], json!({"ttl_seconds": 1}));
+    }
+    let orphans: Vec<Vec<u8>> = (0..600u64)
+        .map(|i| pseudo_random_bytes(9000 + i, 1024))
+        .collect();
+    for bytes in &orphans {
+        assert_eq!(api.put_blob(bytes).status(), 201);
+    }
+
+    // Kill the moment the sweep has started deleting, before it can finish.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let deleted = |server: &FerryServer| {
+        reqwest::blocking::get(server.at("/metrics"))
+            .and_then(|r| r.text())
+            .ok()
+            .and_then(|m| {
+                m.lines().find_map(|l| {
+                    l.strip_prefix("ferry_gc_blobs_deleted_total ")
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
+            })
+            .unwrap_or(0)
+    };
+    while deleted(&server) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    server.kill();
+    let swept_before_kill = deleted_on_disk(&server.data, &orphans);
+    assert!(
+        swept_before_kill > 0 && swept_before_kill < orphans.len(),
+        "the kill did not land mid-sweep ({swept_before_kill} of {} swept)",
+        orphans.len()
+    );
+    eprintln!(
+        "killed with {swept_before_kill} of {} orphans swept",
+        orphans.len()
+    );
+
+    // Nothing half-deleted or corrupt; every live bundle intact.
+    let (code, report) = fsck(&server.data, &[]);
+    assert_eq!(code, 0, "fsck after kill -9 during GC: {report:#}");
+    let mut after = fast_gc(
+        FerryServer::builder()
+            .data(server.data.clone())
+            .token(server.token.clone()),
+    );
+    let api = ApiClient::new(&after.url, Some(&after.token));
+    let check_live = |api: &ApiClient| {
+        for (id, token, bytes) in &live {
+            let reader = api.as_token(Some(token));
+            let status = reader
+                .request(Method::GET, &format!("/v1/bundles/{id}"))
+                .send()
+                .unwrap()
+                .status();
+            assert_eq!(status, 200, "live bundle {id} lost");
+            let got = reader.get_blob(&Digest::of(bytes)).bytes().unwrap();
+            assert!(
+                got.as_ref() == bytes.as_slice(),
+                "live blob of {id} damaged"
+            );
+        }
+    };
+    check_live(&api);
+    // The restarted server finishes the sweep, still sparing live blobs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while deleted_on_disk(&after.data, &orphans) < orphans.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        deleted_on_disk(&after.data, &orphans),
+        orphans.len(),
+        "orphans left after restart; log:\n{}",
+        after.log()
+    );
+    check_live(&api);
+    after.kill();
+    assert_eq!(fsck(&after.data, &[]).0, 0);
+}
+
+/// How many of `blobs` are no longer on disk under `data`.
+fn deleted_on_disk(data: &str, blobs: &[Vec<u8>]) -> usize {
+    blobs
+        .iter()
+        .filter(|b| {
+            let hex = Digest::of(b).hex();
+            !Path::new(data)
+                .join(format!("blobs/sha256/{}/{hex}", &hex[..2]))
+                .exists()
+        })
+        .count()
+}
