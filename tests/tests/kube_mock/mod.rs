@@ -1,0 +1,197 @@
+//! kmock (PyPI) as a stand-in Kubernetes API server on loopback.
+//!
+//! kmock is a *fake*: an in-memory store of JSON objects behind the
+//! Kubernetes REST paths, with list and watch (it replays the current objects
+//! as ADDED, then streams ADDED/MODIFIED/DELETED). It has no admission, no
+//! RBAC, no resourceVersion bookkeeping of its own and no controllers, so a
+//! pass here shows ferry-server's kube-rs wiring against the wire protocol,
+//! not against a real cluster. Pods are created and deleted through its REST
+//! API, the way a kubelet's changes reach a watcher.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ferry_tests::{Child, free_port, in_ci, require_tool, wait_for_port};
+use serde_json::{Value, json};
+
+const SERVER: &str = r#"
+import asyncio, sys
+import kmock
+
+async def main(port):
+    async with kmock.KubernetesEmulator() as api, kmock.Server(api, port=port):
+        api.resources['v1/pods'] = kmock.ResourceInfo(
+            kind='Pod', namespaced=True,
+            verbs={'get', 'list', 'watch', 'create', 'update', 'patch', 'delete'})
+        print('kmock listening on', port, flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main(int(sys.argv[1])))
+"#;
+
+pub struct KubeMock {
+    pub child: Child,
+    pub port: u16,
+    pub url: String,
+    /// A kubeconfig whose current context is this server.
+    pub kubeconfig: PathBuf,
+    http: reqwest::blocking::Client,
+    version: AtomicU64,
+    _dir: tempfile::TempDir,
+}
+
+impl KubeMock {
+    /// Starts kmock, or returns `None` outside CI when it is not installed
+    /// (tests/install-deps.sh puts it in the emulator venv).
+    pub fn start() -> Option<Self> {
+        let python = require_tool(
+            "python with kmock (pip install kmock)",
+            "FERRY_TEST_PYTHON",
+            &[],
+        )?;
+        let importable = Command::new(&python)
+            .args(["-c", "import kmock"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !importable {
+            let msg = format!(
+                "{} cannot import kmock; run tests/install-deps.sh",
+                python.display()
+            );
+            assert!(!in_ci(), "CI=true and a test dependency is missing: {msg}");
+            eprintln!("NOT RUN: {msg}");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = dir.path().join("kmock_server.py");
+        std::fs::write(&script, SERVER).expect("write kmock script");
+        let port = free_port();
+        let mut command = Command::new(python);
+        command.arg(&script).arg(port.to_string());
+        let child = Child::spawn("kmock", command, dir.path().join("kmock.log"));
+        assert!(
+            wait_for_port(port, Duration::from_secs(20)),
+            "kmock did not listen on {port}: {}",
+            child.log_text()
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: kmock\n  cluster:\n    server: {url}\n\
+                 users:\n- name: kmock\n  user:\n    token: not-checked-by-kmock\n\
+                 contexts:\n- name: kmock\n  context:\n    cluster: kmock\n    user: kmock\n\
+                 current-context: kmock\n"
+            ),
+        )
+        .expect("write kubeconfig");
+        Some(Self {
+            child,
+            port,
+            url,
+            kubeconfig,
+            http: reqwest::blocking::Client::new(),
+            version: AtomicU64::new(1),
+            _dir: dir,
+        })
+    }
+
+    /// kube-rs' watcher refuses objects without a resourceVersion; kmock
+    /// keeps whatever the object says, so each write carries a fresh one.
+    fn next_version(&self) -> String {
+        self.version.fetch_add(1, Ordering::Relaxed).to_string()
+    }
+
+    fn pods_url(&self, namespace: &str) -> String {
+        format!("{}/api/v1/namespaces/{namespace}/pods", self.url)
+    }
+
+    /// Creates a pod with these labels and `status.phase`.
+    pub fn create_pod(&self, namespace: &str, name: &str, labels: &[(&str, &str)], phase: &str) {
+        let labels: serde_json::Map<String, Value> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": labels,
+                "resourceVersion": self.next_version(),
+            },
+            "spec": {"containers": [{"name": "main", "image": "example"}]},
+            "status": {"phase": phase},
+        });
+        let response = self
+            .http
+            .post(self.pods_url(namespace))
+            .json(&pod)
+            .send()
+            .expect("POST pod to kmock");
+        assert!(
+            response.status().is_success(),
+            "kmock create pod: {} {:?}",
+            response.status(),
+            response.text()
+        );
+    }
+
+    /// Changes a pod's `status.phase` (a MODIFIED event).
+    pub fn set_phase(&self, namespace: &str, name: &str, phase: &str) {
+        let patch = json!({
+            "metadata": {"resourceVersion": self.next_version()},
+            "status": {"phase": phase},
+        });
+        let response = self
+            .http
+            .patch(format!("{}/{name}", self.pods_url(namespace)))
+            .header("content-type", "application/merge-patch+json")
+            .body(patch.to_string())
+            .send()
+            .expect("PATCH pod on kmock");
+        assert!(
+            response.status().is_success(),
+            "kmock patch pod: {} {:?}",
+            response.status(),
+            response.text()
+        );
+    }
+
+    /// Deletes a pod (a DELETED event).
+    pub fn delete_pod(&self, namespace: &str, name: &str) {
+        let response = self
+            .http
+            .delete(format!("{}/{name}", self.pods_url(namespace)))
+            .send()
+            .expect("DELETE pod on kmock");
+        assert!(
+            response.status().is_success(),
+            "kmock delete pod: {} {:?}",
+            response.status(),
+            response.text()
+        );
+    }
+
+    /// The pods kmock lists in `namespace` (to check the fake itself).
+    pub fn pod_names(&self, namespace: &str) -> Vec<String> {
+        let list: Value = self
+            .http
+            .get(self.pods_url(namespace))
+            .send()
+            .and_then(|r| r.json())
+            .expect("list pods on kmock");
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
