@@ -53,6 +53,8 @@ pub struct BundleGrant {
     pub id: BundleId,
     pub name: Option<ferry_core::BundleName>,
     pub digests: HashSet<Digest>,
+    /// The grant ends with its bundle, cached or not.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Caller {
@@ -149,13 +151,16 @@ impl Authenticator {
             Err(e) => return Err(e.into()),
         };
         // The index is only a pointer: the record's own hash must match too.
-        if !bool::from(record.token_sha256.as_bytes().ct_eq(key.as_bytes())) {
+        if !bool::from(record.token_sha256.as_bytes().ct_eq(key.as_bytes()))
+            || record.is_expired(chrono::Utc::now())
+        {
             return Err(refused());
         }
         let grant = Arc::new(BundleGrant {
             id: record.manifest.id.clone(),
             name: record.manifest.name.clone(),
             digests: record.manifest.entries.iter().map(|e| e.digest).collect(),
+            expires_at: record.manifest.expires_at,
         });
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= TOKEN_CACHE_MAX {
@@ -173,7 +178,10 @@ impl Authenticator {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .get(key)
-            .filter(|(at, _)| at.elapsed() < TOKEN_CACHE_TTL)
+            .filter(|(at, grant)| {
+                at.elapsed() < TOKEN_CACHE_TTL
+                    && grant.expires_at.is_none_or(|t| t > chrono::Utc::now())
+            })
             .map(|(_, grant)| grant.clone())
     }
 

@@ -472,11 +472,103 @@ fn expired_bundle_token_is_refused() {
             .status(),
         404
     );
-    // The token cache keeps a grant for a few seconds at most; a fresh server has none.
+    // Refused at once, although the grant was cached a moment ago.
+    assert_eq!(reader.get_blob(&Digest::of(b"short-lived")).status(), 401);
     let mut server = server;
     server.restart();
     let reader = ApiClient::new(&server.url, created["token"].as_str());
     assert_eq!(reader.get_blob(&Digest::of(b"short-lived")).status(), 401);
+}
+
+#[test]
+fn revoked_and_malformed_tokens_are_refused_on_every_route_and_never_echoed() {
+    let server = FerryServer::start();
+    let api = client(&server);
+    let kept = api.stage(&[("k", b"kept")], json!({}));
+    let revoked = api.stage(&[("r", b"revoked")], json!({}));
+    let revoked_token = revoked["token"].as_str().unwrap().to_owned();
+    let revoked_reader = api.as_token(Some(&revoked_token));
+    assert_eq!(
+        revoked_reader.get_blob(&Digest::of(b"revoked")).status(),
+        200
+    );
+    let id = revoked["id"].as_str().unwrap();
+    let deleted = api
+        .request(Method::DELETE, &format!("/v1/bundles/{id}"))
+        .send()
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+
+    let kept_id = kept["id"].as_str().unwrap();
+    let digest = Digest::of(b"kept");
+    let routes: Vec<(Method, String)> = vec![
+        (Method::GET, format!("/v1/blobs/{digest}")),
+        (Method::HEAD, format!("/v1/blobs/{digest}")),
+        (Method::PUT, format!("/v1/blobs/{}", Digest::of(b"x"))),
+        (Method::POST, "/v1/blobs/missing".into()),
+        (Method::POST, "/v1/bundles".into()),
+        (Method::GET, "/v1/bundles".into()),
+        (Method::GET, format!("/v1/bundles/{kept_id}")),
+        (Method::DELETE, format!("/v1/bundles/{kept_id}")),
+    ];
+    let long = "A".repeat(5000);
+    let headers: Vec<(&str, Option<String>)> = vec![
+        (
+            "revoked bundle token",
+            Some(format!("Bearer {revoked_token}")),
+        ),
+        ("no scheme", Some(server.token.clone())),
+        ("basic auth", Some(format!("Basic {}", server.token))),
+        ("empty bearer", Some("Bearer ".into())),
+        (
+            "bearer twice",
+            Some(format!("Bearer Bearer {}", server.token)),
+        ),
+        (
+            "token with a space",
+            Some(format!("Bearer {} x", server.token)),
+        ),
+        ("overlong token", Some(format!("Bearer {long}"))),
+        ("no header", None),
+    ];
+    let http = reqwest::blocking::Client::new();
+    for (what, header) in &headers {
+        for (method, path) in &routes {
+            let mut request = http.request(method.clone(), server.at(path));
+            if let Some(value) = header {
+                request = request.header("Authorization", value);
+            }
+            let response = request.body("{}").send().unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().unwrap_or_default();
+            assert_eq!(
+                status, 401,
+                "{what}: {method} {path} answered {status}: {body}"
+            );
+            assert!(
+                !body.contains(&server.token) && !body.contains(&revoked_token),
+                "{what}: a token was echoed in {body}"
+            );
+        }
+    }
+    // The kept bundle was not touched by any of that.
+    assert_eq!(api.get_blob(&digest).status(), 200);
+    let metrics = reqwest::blocking::get(server.at("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    let log = server.log();
+    for token in [
+        &server.token,
+        &revoked_token,
+        &kept["token"].as_str().unwrap().to_owned(),
+    ] {
+        assert!(!log.contains(token.as_str()), "a token leaked into the log");
+        assert!(
+            !metrics.contains(token.as_str()),
+            "a token leaked into the metrics"
+        );
+    }
 }
 
 #[test]
