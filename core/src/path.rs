@@ -48,6 +48,8 @@ pub enum PathError {
     DrivePrefix,
     #[error("path is not in Unicode normal form C")]
     NotNormalized,
+    #[error("path has a character that compatibility folding turns into '/', '\\' or a '.'/'..' segment")]
+    LookAlike,
 }
 
 impl EntryPath {
@@ -83,6 +85,7 @@ impl EntryPath {
                     return Err(PathError::SegmentTooLong(s.len()));
                 }
                 s if index == 0 && is_drive_prefix(s) => return Err(PathError::DrivePrefix),
+                s if !s.is_ascii() && folds_into_traversal(s) => return Err(PathError::LookAlike),
                 _ => {}
             }
         }
@@ -119,6 +122,14 @@ impl EntryPath {
     pub fn join(&self, other: &EntryPath) -> Result<EntryPath, PathError> {
         EntryPath::parse(&format!("{}/{}", self.0, other.0))
     }
+}
+
+/// Whether a segment becomes a separator or a dot segment under NFKC, as
+/// some archivers and file systems fold it (`．．`, `a／b`, `a＼b`).
+fn folds_into_traversal(segment: &str) -> bool {
+    use unicode_normalization::UnicodeNormalization as _;
+    let folded: String = segment.nfkc().collect();
+    folded == "." || folded == ".." || folded.contains(['/', '\\']) || is_drive_prefix(&folded)
 }
 
 /// `C:`, `c:foo`, and reserved DOS device names are refused so that a
@@ -211,6 +222,11 @@ mod tests {
             ("NUL.txt", PathError::DrivePrefix),
             ("com1", PathError::DrivePrefix),
             ("e\u{301}", PathError::NotNormalized),
+            ("\u{ff0e}\u{ff0e}/x", PathError::LookAlike),
+            ("a/\u{ff0e}", PathError::LookAlike),
+            ("a\u{ff0f}..\u{ff0f}x", PathError::LookAlike),
+            ("a\u{ff3c}b", PathError::LookAlike),
+            ("\u{ff23}\u{ff1a}x", PathError::LookAlike),
         ];
         for (text, want) in cases {
             assert_eq!(
@@ -218,6 +234,10 @@ mod tests {
                 Some(want),
                 "{text:?}"
             );
+        }
+        // Non-ASCII names that fold to nothing dangerous stay allowed.
+        for fine in ["données/été.csv", "日本語/ファイル.jar", "a\u{2024}b"] {
+            assert!(EntryPath::parse(fine).is_ok(), "{fine:?}");
         }
         assert!(matches!(
             EntryPath::parse(&"a".repeat(256)),
