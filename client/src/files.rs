@@ -18,11 +18,13 @@ pub struct LocalFile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {reason}")]
     Io {
         path: String,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
+    #[error("{path}: symlink loop (it leads back to {ancestor})")]
+    Loop { path: String, ancestor: String },
     #[error("{path}: cannot be a bundle entry: {reason}")]
     BadName { path: String, reason: String },
     #[error("both {first} and {second} would land at {entry}; rename one or stage them separately")]
@@ -40,9 +42,9 @@ pub enum CollectError {
 pub fn collect(paths: &[PathBuf], prefix: Option<&str>) -> Result<Vec<LocalFile>, CollectError> {
     let mut found: BTreeMap<String, LocalFile> = BTreeMap::new();
     for path in paths {
-        let meta = std::fs::metadata(path).map_err(|source| CollectError::Io {
+        let meta = std::fs::metadata(path).map_err(|reason| CollectError::Io {
             path: path.display().to_string(),
-            source,
+            reason,
         })?;
         let base = base_name(path)?;
         let entry_base = match prefix {
@@ -50,7 +52,9 @@ pub fn collect(paths: &[PathBuf], prefix: Option<&str>) -> Result<Vec<LocalFile>
             None => base,
         };
         if meta.is_dir() {
-            walk(path, &entry_base, &mut found)?;
+            use std::os::unix::fs::MetadataExt as _;
+            let mut ancestors = vec![((meta.dev(), meta.ino()), path.clone())];
+            walk(path, &entry_base, &mut found, &mut ancestors)?;
         } else if meta.is_file() {
             add(&mut found, path, &entry_base, &meta)?;
         } else {
@@ -107,10 +111,11 @@ fn walk(
     dir: &Path,
     entry: &str,
     found: &mut BTreeMap<String, LocalFile>,
+    ancestors: &mut Vec<((u64, u64), PathBuf)>,
 ) -> Result<(), CollectError> {
-    let io = |source| CollectError::Io {
+    let io = |reason| CollectError::Io {
         path: dir.display().to_string(),
-        source,
+        reason,
     };
     let mut children: Vec<_> = std::fs::read_dir(dir)
         .map_err(io)?
@@ -124,13 +129,23 @@ fn walk(
             path: path.display().to_string(),
             reason: "file name is not UTF-8".into(),
         })?;
-        let meta = std::fs::metadata(&path).map_err(|source| CollectError::Io {
+        let meta = std::fs::metadata(&path).map_err(|reason| CollectError::Io {
             path: path.display().to_string(),
-            source,
+            reason,
         })?;
         let child_entry = format!("{entry}/{name}");
         if meta.is_dir() {
-            walk(&path, &child_entry, found)?;
+            use std::os::unix::fs::MetadataExt as _;
+            let id = (meta.dev(), meta.ino());
+            if let Some((_, ancestor)) = ancestors.iter().find(|(a, _)| *a == id) {
+                return Err(CollectError::Loop {
+                    path: path.display().to_string(),
+                    ancestor: ancestor.display().to_string(),
+                });
+            }
+            ancestors.push((id, path.clone()));
+            walk(&path, &child_entry, found, ancestors)?;
+            ancestors.pop();
         } else if meta.is_file() {
             add(found, &path, &child_entry, &meta)?;
         }
@@ -155,6 +170,17 @@ mod tests {
         assert_eq!(paths, ["conf.yaml", "libs/a.jar", "libs/sub/b.jar"]);
         let got = collect(&[dir.path().join("conf.yaml")], Some("files")).unwrap();
         assert_eq!(got[0].path.as_str(), "files/conf.yaml");
+    }
+
+    #[test]
+    fn a_symlink_loop_is_named_not_followed_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/a"), b"a").unwrap();
+        std::os::unix::fs::symlink("..", root.join("sub/up")).unwrap();
+        let err = collect(&[root], None).unwrap_err().to_string();
+        assert!(err.contains("symlink loop") && err.contains("sub/up"), "{err}");
     }
 
     #[test]

@@ -153,7 +153,9 @@ pub async fn stage(client: &ApiClient, request: StageRequest) -> anyhow::Result<
         id: created.id.to_string(),
         name: created.name.map(|n| n.to_string()),
         token: created.token,
-        expires_at: created.expires_at.map(|t| t.to_rfc3339()),
+        expires_at: created
+            .expires_at
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         entries,
         uploaded,
         skipped,
