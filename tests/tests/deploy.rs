@@ -958,11 +958,15 @@ fn rendered_deployments_start_ferry_server_and_pass_their_probes() {
             command.envs(moto.env().into_iter().filter(|(k, _)| !env.contains_key(k)));
         }
         let mut server = Child::spawn("ferry-server", command, root.path().join("server.log"));
-        assert!(
-            wait_for_port(port, Duration::from_secs(20)),
-            "{overlay}: ferry-server {args:?} did not listen: {}",
-            server.log_text()
-        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !wait_for_port(port, Duration::from_millis(100)) {
+            let exited = server.try_wait();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "{overlay}: ferry-server {args:?} did not listen ({exited:?}): {}",
+                server.log_text()
+            );
+        }
         let base = format!("http://127.0.0.1:{port}");
         for probe in [&container.liveness_probe, &container.readiness_probe] {
             let path = probe
