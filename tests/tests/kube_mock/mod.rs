@@ -20,10 +20,32 @@ use serde_json::{Value, json};
 
 const SERVER: &str = r#"
 import asyncio, sys
+import aiohttp.web
 import kmock
 
+# TokenReview: the emulator would store each review as an object (and refuse
+# the second one as a duplicate), so reviews are answered here from a fixed
+# table of tokens instead.
+ACCOUNTS = {
+    'eyJhbGciOiJub25lIn0.spark-submitter.sig': 'system:serviceaccount:spark:submitter',
+    'eyJhbGciOiJub25lIn0.ci-publisher.sig': 'system:serviceaccount:ci:publisher',
+    'eyJhbGciOiJub25lIn0.human.sig': 'alice@example.com',
+}
+
+class Api(kmock.KubernetesEmulator):
+    async def _handle(self, request):
+        if request.resource is not None and request.resource.plural == 'tokenreviews':
+            spec = (request.data or {}).get('spec', {})
+            user = ACCOUNTS.get(spec.get('token'))
+            status = ({'authenticated': True, 'user': {'username': user}} if user
+                      else {'authenticated': False, 'error': 'invalid bearer token'})
+            return aiohttp.web.json_response({
+                'apiVersion': 'authentication.k8s.io/v1', 'kind': 'TokenReview',
+                'metadata': {}, 'spec': spec, 'status': status}, status=201)
+        return await super()._handle(request)
+
 async def main(port):
-    async with kmock.KubernetesEmulator() as api, kmock.Server(api, port=port):
+    async with Api() as api, kmock.Server(api, port=port):
         api.resources['v1/pods'] = kmock.ResourceInfo(
             kind='Pod', namespaced=True,
             verbs={'get', 'list', 'watch', 'create', 'update', 'patch', 'delete'})
@@ -32,6 +54,15 @@ async def main(port):
 
 asyncio.run(main(int(sys.argv[1])))
 "#;
+
+/// Service-account tokens the fake's TokenReview accepts, with the user each
+/// one is (JWT-shaped, as ferry-server only reviews those).
+pub const SPARK_SUBMITTER_TOKEN: &str = "eyJhbGciOiJub25lIn0.spark-submitter.sig";
+pub const CI_PUBLISHER_TOKEN: &str = "eyJhbGciOiJub25lIn0.ci-publisher.sig";
+/// Authenticated, but a person rather than a service account.
+pub const HUMAN_TOKEN: &str = "eyJhbGciOiJub25lIn0.human.sig";
+/// Not authenticated.
+pub const UNKNOWN_TOKEN: &str = "eyJhbGciOiJub25lIn0.nobody.sig";
 
 pub struct KubeMock {
     pub child: Child,
@@ -80,16 +111,7 @@ impl KubeMock {
         );
         let url = format!("http://127.0.0.1:{port}");
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: kmock\n  cluster:\n    server: {url}\n\
-                 users:\n- name: kmock\n  user:\n    token: not-checked-by-kmock\n\
-                 contexts:\n- name: kmock\n  context:\n    cluster: kmock\n    user: kmock\n\
-                 current-context: kmock\n"
-            ),
-        )
-        .expect("write kubeconfig");
+        write_kubeconfig(&kubeconfig, &url, "not-checked-by-kmock");
         Some(Self {
             child,
             port,
@@ -99,6 +121,17 @@ impl KubeMock {
             version: AtomicU64::new(1),
             _dir: dir,
         })
+    }
+
+    /// A kubeconfig for this server whose user presents `token` (as a
+    /// submitter's would).
+    pub fn kubeconfig_with_token(&self, token: &str) -> PathBuf {
+        let path = self
+            ._dir
+            .path()
+            .join(format!("kubeconfig-{}", self.next_version()));
+        write_kubeconfig(&path, &self.url, token);
+        path
     }
 
     /// kube-rs' watcher refuses objects without a resourceVersion; kmock
@@ -194,4 +227,17 @@ impl KubeMock {
             .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
             .collect()
     }
+}
+
+fn write_kubeconfig(path: &std::path::Path, url: &str, token: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kmock\n  cluster:\n    server: {url}\n\
+             users:\n- name: kmock\n  user:\n    token: {token}\n\
+             contexts:\n- name: kmock\n  context:\n    cluster: kmock\n    user: kmock\n\
+             current-context: kmock\n"
+        ),
+    )
+    .expect("write kubeconfig");
 }
