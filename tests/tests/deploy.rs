@@ -832,9 +832,35 @@ fn kustomize_overlays_render_to_least_privilege_non_root_objects_the_server_acce
         "help parsing: {:?}",
         help.env
     );
+    // The image's own user and environment agree with the Deployment's.
+    let image = parse_dockerfile(
+        &std::fs::read_to_string(deploy_dir().join("docker/ferry-server.Dockerfile")).unwrap(),
+    );
+    let runtime = image.last().unwrap();
+    let image_user = runtime
+        .instructions
+        .iter()
+        .rfind(|(k, _)| k == "USER")
+        .map(|(_, v)| v.split(':').next().unwrap().parse::<i64>().unwrap())
+        .expect("USER");
+    for (_, env) in runtime.instructions.iter().filter(|(k, _)| k == "ENV") {
+        for pair in env.split_whitespace() {
+            let name = pair.split('=').next().unwrap();
+            assert!(
+                help.env.contains(name),
+                "the image sets {name}, which ferry-server does not read"
+            );
+        }
+    }
     for overlay in OVERLAYS {
         let r = render(&kubectl, overlay);
         check_common(overlay, &r, &ws, &help);
+        let pod_security = r.pod_spec().security_context.as_ref().unwrap();
+        assert_eq!(
+            pod_security.run_as_user,
+            Some(image_user),
+            "{overlay}: the image's USER"
+        );
         let spec = r.deployment().spec.as_ref().unwrap();
         let strategy = spec.strategy.as_ref().expect("strategy");
         let (env, secrets) = r.server_env();
@@ -1171,16 +1197,49 @@ fn spark_templates_match_the_clients_and_their_init_args_fetch_a_staged_bundle()
         }
     }
 
-    // `ferry stage --name my-job-deps deps/jars deps/files deps/pyfiles`, as
-    // deploy/README.md says, then ferry-init with the template's arguments.
-    let api = ApiClient::new(&server.url, Some(&server.token));
+    // Stage as deploy/README.md says (`ferry stage --name my-job-deps --ttl
+    // never deps/jars deps/files deps/app --output json`), then run
+    // ferry-init with the template's arguments.
     let files: [(&str, &[u8]); 3] = [
         ("jars/job-lib.jar", b"jar bytes"),
         ("files/app.conf", b"answer = 42\n"),
-        ("pyfiles/util.py", b"print('hi')\n"),
+        ("app/etl.jar", b"application jar"),
     ];
-    let staged = api.stage(&files, json!({"name": "my-job-deps"}));
-    let token = staged["token"].as_str().unwrap();
+    for (path, bytes) in files {
+        let path = dir.path().join("deps").join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let upload_token = dir.path().join("upload-token");
+    let output = Command::new(bin("ferry"))
+        .args(["--server", &server.url, "--token-file"])
+        .arg(&upload_token)
+        .args([
+            "stage",
+            "--name",
+            "my-job-deps",
+            "--ttl",
+            "never",
+            "deps/jars",
+            "deps/files",
+            "deps/app",
+            "--output",
+            "json",
+        ])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("no-config"))
+        .output()
+        .expect("run ferry stage");
+    assert!(
+        output.status.success(),
+        "ferry stage: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let staged: Value = serde_json::from_slice(&output.stdout).expect("stage JSON");
+    let token = staged["token"].as_str().expect("token in stage JSON");
     let pod_root = dir.path().join("pod");
     let token_file = dir.path().join("secret-token");
     std::fs::write(&token_file, token).unwrap();
