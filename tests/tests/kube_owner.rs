@@ -168,3 +168,62 @@ fn kubernetes_without_any_cluster_config_fails_at_start_naming_the_cause() {
         "{log}"
     );
 }
+
+/// The API server goes away and comes back with pods gone. The fresh kmock
+/// answers the watch's resume with 410 Gone, as a real API server does for a
+/// version it no longer keeps; the watch re-lists, sees pod a gone, and only
+/// then is bundle a removed (never while the watch was down).
+#[test]
+fn after_an_api_server_outage_the_watch_relists_and_catches_up() {
+    let Some(mut kube) = KubeMock::start() else {
+        return;
+    };
+    kube.create_pod("jobs", "driver-a", &[(LABEL, "a")], "Running");
+    let server = FerryServer::builder()
+        .env("KUBECONFIG", kube.kubeconfig.display().to_string())
+        .args([
+            "--kubernetes",
+            "--owner-grace",
+            "1s",
+            "--owner-min-age",
+            "1s",
+            "--owner-check-interval",
+            "200ms",
+        ])
+        .start();
+    let api = ApiClient::new(&server.url, Some(&server.token));
+    let a = owned_bundle(&api, "jobs", "a");
+    assert!(
+        wait_until(Duration::from_secs(15), || server
+            .log()
+            .contains("owner tracking started")),
+        "{}",
+        server.log()
+    );
+
+    kube.stop();
+    assert!(
+        wait_until(Duration::from_secs(15), || server
+            .log()
+            .contains("pod watch failed")),
+        "the server did not notice the API server going away: {}",
+        server.log()
+    );
+    // Its last view still has pod a, so a stays while the API is down.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        bundle_exists(&api, &a),
+        "deleted while the pod watch was down"
+    );
+
+    // Back, but without pod a: the re-list shows it gone.
+    kube.start_empty();
+    kube.create_pod("jobs", "driver-b", &[(LABEL, "b")], "Running");
+    let b = owned_bundle(&api, "jobs", "b");
+    assert!(
+        wait_until(Duration::from_secs(20), || !bundle_exists(&api, &a)),
+        "bundle a was kept after the re-list showed its pod gone: {}",
+        server.log()
+    );
+    assert!(bundle_exists(&api, &b), "bundle b has a running pod");
+}

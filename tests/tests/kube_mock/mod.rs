@@ -19,7 +19,7 @@ use ferry_tests::{Child, free_port, in_ci, require_tool, wait_for_port};
 use serde_json::{Value, json};
 
 const SERVER: &str = r#"
-import asyncio, sys
+import asyncio, json, os, sys
 import aiohttp.web
 import kmock
 
@@ -32,7 +32,16 @@ ACCOUNTS = {
     'eyJhbGciOiJub25lIn0.human.sig': 'alice@example.com',
 }
 
+# resourceVersions: kmock keeps whatever objects say and ignores the one a
+# watch asks to resume from. A real API server answers a watch from a version
+# it does not know (or no longer keeps) with 410 Gone, which makes a client
+# list again. This instance does the same for versions it never issued, so a
+# watcher that outlives one kmock process re-lists on the next.
+EPOCH = 'epoch-%d' % os.getpid()
+
 class Api(kmock.KubernetesEmulator):
+    known_versions = {EPOCH}
+
     async def _handle(self, request):
         if request.resource is not None and request.resource.plural == 'tokenreviews':
             spec = (request.data or {}).get('spec', {})
@@ -42,7 +51,25 @@ class Api(kmock.KubernetesEmulator):
             return aiohttp.web.json_response({
                 'apiVersion': 'authentication.k8s.io/v1', 'kind': 'TokenReview',
                 'metadata': {}, 'spec': spec, 'status': status}, status=201)
+        if isinstance(request.data, dict):
+            version = request.data.get('metadata', {}).get('resourceVersion')
+            if version:
+                self.known_versions.add(version)
+        if request.action == kmock.action.WATCH:
+            since = request.params.get('resourceVersion')
+            if since and since not in self.known_versions:
+                gone = {'type': 'ERROR', 'object': {
+                    'apiVersion': 'v1', 'kind': 'Status', 'metadata': {}, 'status': 'Failure',
+                    'message': 'too old resource version: %s' % since,
+                    'reason': 'Expired', 'code': 410}}
+                return aiohttp.web.Response(text=json.dumps(gone) + '\n',
+                                            content_type='application/json')
         return await super()._handle(request)
+
+    async def _serve_list(self, request):
+        listed = await super()._serve_list(request)
+        listed['metadata']['resourceVersion'] = EPOCH
+        return listed
 
 async def main(port):
     async with Api() as api, kmock.Server(api, port=port):
@@ -66,6 +93,8 @@ pub const UNKNOWN_TOKEN: &str = "eyJhbGciOiJub25lIn0.nobody.sig";
 
 pub struct KubeMock {
     pub child: Child,
+    python: PathBuf,
+    script: PathBuf,
     pub port: u16,
     pub url: String,
     /// A kubeconfig whose current context is this server.
@@ -101,19 +130,14 @@ impl KubeMock {
         let script = dir.path().join("kmock_server.py");
         std::fs::write(&script, SERVER).expect("write kmock script");
         let port = free_port();
-        let mut command = Command::new(python);
-        command.arg(&script).arg(port.to_string());
-        let child = Child::spawn("kmock", command, dir.path().join("kmock.log"));
-        assert!(
-            wait_for_port(port, Duration::from_secs(20)),
-            "kmock did not listen on {port}: {}",
-            child.log_text()
-        );
+        let child = spawn(&python, &script, port, dir.path());
         let url = format!("http://127.0.0.1:{port}");
         let kubeconfig = dir.path().join("kubeconfig");
         write_kubeconfig(&kubeconfig, &url, "not-checked-by-kmock");
         Some(Self {
             child,
+            python,
+            script,
             port,
             url,
             kubeconfig,
@@ -121,6 +145,17 @@ impl KubeMock {
             version: AtomicU64::new(1),
             _dir: dir,
         })
+    }
+
+    /// Stops the API server: open watches break, requests are refused.
+    pub fn stop(&mut self) {
+        self.child.kill();
+    }
+
+    /// Starts a fresh, empty API server on the same port (after `stop`), as
+    /// if every pod had gone while it was down.
+    pub fn start_empty(&mut self) {
+        self.child = spawn(&self.python, &self.script, self.port, self._dir.path());
     }
 
     /// A kubeconfig for this server whose user presents `token` (as a
@@ -240,4 +275,21 @@ fn write_kubeconfig(path: &std::path::Path, url: &str, token: &str) {
         ),
     )
     .expect("write kubeconfig");
+}
+
+fn spawn(
+    python: &std::path::Path,
+    script: &std::path::Path,
+    port: u16,
+    dir: &std::path::Path,
+) -> Child {
+    let mut command = Command::new(python);
+    command.arg(script).arg(port.to_string());
+    let child = Child::spawn("kmock", command, dir.join("kmock.log"));
+    assert!(
+        wait_for_port(port, Duration::from_secs(20)),
+        "kmock did not listen on {port}: {}",
+        child.log_text()
+    );
+    child
 }
