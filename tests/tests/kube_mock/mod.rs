@@ -3,10 +3,12 @@
 //! kmock is a *fake*: an in-memory store of JSON objects behind the
 //! Kubernetes REST paths, with list and watch (it replays the current objects
 //! as ADDED, then streams ADDED/MODIFIED/DELETED). It has no admission, no
-//! RBAC, no resourceVersion bookkeeping of its own and no controllers, so a
-//! pass here shows ferry-server's kube-rs wiring against the wire protocol,
-//! not against a real cluster. Pods are created and deleted through its REST
-//! API, the way a kubelet's changes reach a watcher.
+//! RBAC, no authentication and no controllers, so a pass here shows
+//! ferry-server's kube-rs wiring against the wire protocol, not against a
+//! real cluster. Pods are created, patched and deleted through its REST API,
+//! the way a kubelet's changes reach a watcher. The script below adds two
+//! things kmock lacks: TokenReview answers from a fixed table, and 410 Gone
+//! for a watch resumed from a resourceVersion this process never issued.
 
 #![allow(dead_code)]
 
