@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, HostPathVolumeSource, Pod, PodSpec, Secret,
-    SecretVolumeSource, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, HostPathVolumeSource, Pod, PodSecurityContext, PodSpec,
+    Secret, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -20,6 +20,8 @@ const SECRET_VOLUME: &str = "ferry-token";
 const CACHE_VOLUME: &str = "ferry-cache";
 const CACHE_DIR: &str = "/var/cache/ferry";
 pub const INIT_CONTAINER: &str = "ferry-init";
+/// Group of the `spark` user in the Apache Spark images.
+const SPARK_FS_GROUP: i64 = 185;
 
 /// Everything the init container needs to know.
 #[derive(Debug, Clone)]
@@ -87,6 +89,13 @@ pub fn secret(name: &str, namespace: &str, bundle_id: &str, token: &str) -> Secr
 pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) -> Pod {
     let mut pod = base.unwrap_or_default();
     let spec = pod.spec.get_or_insert_with(PodSpec::default);
+    // The Secret's files belong to root; ferry-init runs as a non-root user
+    // and reads the token through the pod's fsGroup (mode 0440). A user's
+    // own fsGroup is kept; otherwise Spark images' group (185) is used.
+    let security = spec
+        .security_context
+        .get_or_insert_with(PodSecurityContext::default);
+    security.fs_group.get_or_insert(SPARK_FS_GROUP);
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.retain(|v| v.name != DEPS_VOLUME && v.name != SECRET_VOLUME && v.name != CACHE_VOLUME);
     volumes.push(Volume {
@@ -98,7 +107,7 @@ pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) 
         name: SECRET_VOLUME.into(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(init.secret_name.clone()),
-            default_mode: Some(0o400),
+            default_mode: Some(0o440),
             ..Default::default()
         }),
         ..Default::default()
