@@ -858,7 +858,14 @@ fn submit_dry_run_rewrites_every_dependency_and_emits_parseable_objects() {
                 .windows(2)
                 .any(|w| w[0] == "--spark-files" && w[1] == "http://127.0.0.1:9/data.csv")
         );
+        // ferry-init is not root: it reads the root-owned token via the fsGroup.
+        assert_eq!(
+            spec.security_context.as_ref().and_then(|s| s.fs_group),
+            Some(185)
+        );
         let volumes = spec.volumes.as_ref().unwrap();
+        let token_volume = volumes.iter().find_map(|v| v.secret.as_ref()).unwrap();
+        assert_eq!(token_volume.default_mode, Some(0o440));
         assert!(
             volumes
                 .iter()
@@ -886,7 +893,7 @@ fn submit_merges_the_users_own_pod_template() {
     std::fs::write(
         &user_template,
         "apiVersion: v1\nkind: Pod\nmetadata:\n  labels: {team: data}\nspec:\n  \
-         nodeSelector: {pool: spark}\n  containers:\n  - name: main\n    \
+         securityContext: {fsGroup: 2000}\n  nodeSelector: {pool: spark}\n  containers:\n  - name: main\n    \
          volumeMounts: [{name: scratch, mountPath: /scratch}]\n  \
          volumes: [{name: scratch, emptyDir: {}}]\n",
     )
@@ -929,6 +936,7 @@ fn submit_merges_the_users_own_pod_template() {
     assert_eq!(pod.metadata.labels.unwrap()["team"], "data");
     let spec = pod.spec.unwrap();
     assert_eq!(spec.node_selector.unwrap()["pool"], "spark");
+    assert_eq!(spec.security_context.unwrap().fs_group, Some(2000));
     assert_eq!(spec.containers.len(), 1);
     let mounts: Vec<&str> = spec.containers[0]
         .volume_mounts
