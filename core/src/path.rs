@@ -124,6 +124,40 @@ impl EntryPath {
     }
 }
 
+/// Why a set of entry paths cannot all be files of one tree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    #[error("path {0} appears twice")]
+    Duplicate(String),
+    #[error("{file} is a file, so {path} cannot be under it")]
+    UnderFile { file: String, path: String },
+}
+
+/// Checks that `paths` can all be files of one tree: none repeats and none
+/// lies under another (`a` and `a/b`). The server checks this when a bundle
+/// is created, and `ferry-init` again before it writes.
+pub fn check_tree<'a>(paths: impl IntoIterator<Item = &'a EntryPath>) -> Result<(), TreeError> {
+    let paths: Vec<&EntryPath> = paths.into_iter().collect();
+    let mut seen = std::collections::HashSet::with_capacity(paths.len());
+    for path in &paths {
+        if !seen.insert(path.as_str()) {
+            return Err(TreeError::Duplicate(path.to_string()));
+        }
+    }
+    for path in &paths {
+        let text = path.as_str();
+        for (index, _) in text.match_indices('/') {
+            if seen.contains(&text[..index]) {
+                return Err(TreeError::UnderFile {
+                    file: text[..index].to_owned(),
+                    path: text.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether a segment becomes a separator or a dot segment under NFKC, as
 /// some archivers and file systems fold it (`．．`, `a／b`, `a＼b`).
 fn folds_into_traversal(segment: &str) -> bool {
@@ -251,6 +285,25 @@ mod tests {
             EntryPath::parse("a/".repeat(33).trim_end_matches('/')),
             Err(PathError::TooDeep)
         );
+    }
+
+    #[test]
+    fn a_tree_has_no_repeated_path_and_no_file_above_another() {
+        let p = |t: &str| EntryPath::parse(t).unwrap();
+        let ok = [p("jars/a.jar"), p("jars/b.jar"), p("files/a.jar")];
+        assert_eq!(check_tree(&ok), Ok(()));
+        assert_eq!(
+            check_tree(&[p("a.jar"), p("a.jar")]),
+            Err(TreeError::Duplicate("a.jar".into()))
+        );
+        assert_eq!(
+            check_tree(&[p("a/b/c"), p("a/b")]),
+            Err(TreeError::UnderFile {
+                file: "a/b".into(),
+                path: "a/b/c".into()
+            })
+        );
+        assert_eq!(check_tree(&[p("ab/c"), p("a")]), Ok(()));
     }
 
     #[test]

@@ -189,6 +189,10 @@ impl Resolver<'_> {
                 server.manifest(bundle, token.as_deref())
             })
             .await?;
+        // The server checked this at creation; a hostile or damaged server
+        // gets no benefit of the doubt.
+        ferry_core::path::check_tree(manifest.entries.iter().map(|e| &e.path))
+            .map_err(|e| FetchError::Invalid(format!("manifest of ferry://{bundle}: {e}")))?;
         let manifest = Arc::new(manifest);
         self.manifests.insert(bundle.clone(), manifest.clone());
         Ok(manifest)

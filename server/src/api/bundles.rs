@@ -2,7 +2,7 @@
 //! (upload token); `GET /v1/bundles/{bundle}` (upload token, or that
 //! bundle's own token).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
 use axum::extract::{Path, RawQuery, State};
@@ -41,38 +41,9 @@ fn validate(request: &CreateBundleRequest, max_entries: usize) -> Result<(), Api
             request.entries.len()
         )));
     }
-    let mut paths = HashSet::with_capacity(request.entries.len());
+    ferry_core::path::check_tree(request.entries.iter().map(|e| &e.path))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidPath, e.to_string()))?;
     for entry in &request.entries {
-        if !paths.insert(entry.path.as_str()) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidPath,
-                format!("path {} appears twice", entry.path),
-            ));
-        }
-    }
-    for entry in &request.entries {
-        let mut prefix = String::new();
-        for segment in entry
-            .path
-            .as_str()
-            .split('/')
-            .collect::<Vec<_>>()
-            .iter()
-            .rev()
-            .skip(1)
-            .rev()
-        {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(segment);
-            if paths.contains(prefix.as_str()) {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidPath,
-                    format!("{prefix} is a file, so {} cannot be under it", entry.path),
-                ));
-            }
-        }
         if entry.mode.is_some_and(|m| m & !0o777 != 0) {
             return Err(invalid(format!(
                 "mode of {} must be permission bits only (0 to 0o777)",
