@@ -91,7 +91,7 @@ impl Caller {
 /// Authenticates requests against the upload credential and bundle tokens.
 pub struct Authenticator {
     upload: UploadAuth,
-    cache: Mutex<HashMap<String, (Instant, Arc<BundleGrant>)>>,
+    cache: Mutex<HashMap<Digest, (Instant, Arc<BundleGrant>)>>,
 }
 
 impl Authenticator {
@@ -134,10 +134,10 @@ impl Authenticator {
         token_hash: Digest,
         store: &Store,
     ) -> Result<Arc<BundleGrant>, ApiError> {
-        let key = token_hash.hex();
-        if let Some(grant) = self.cached(&key) {
+        if let Some(grant) = self.cached(&token_hash) {
             return Ok(grant);
         }
+        let key = token_hash.hex();
         let refused =
             || ApiError::unauthorized("the token was refused: it is unknown, revoked or expired");
         let id = match store.bundle_for_token(&key).await {
@@ -170,11 +170,11 @@ impl Authenticator {
                 cache.clear();
             }
         }
-        cache.insert(key, (Instant::now(), grant.clone()));
+        cache.insert(token_hash, (Instant::now(), grant.clone()));
         Ok(grant)
     }
 
-    fn cached(&self, key: &str) -> Option<Arc<BundleGrant>> {
+    fn cached(&self, key: &Digest) -> Option<Arc<BundleGrant>> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .get(key)

@@ -85,9 +85,9 @@ pub async fn fsck(store: &Store, quarantine: bool, jobs: usize) -> Result<Report
                 let Ok(digest) = Digest::from_hex(&name) else {
                     return Ok::<_, StoreError>((meta, None));
                 };
-                let mut body = store.get_blob(&digest, None).await?;
+                let mut body = store.get_blob(&digest, None).await?.into_stream();
                 let mut hasher = Sha256Hasher::new();
-                while let Some(chunk) = body.stream.next().await {
+                while let Some(chunk) = body.next().await {
                     let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
                     hasher.update(&chunk);
                 }

@@ -8,10 +8,15 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+/// Request counts of one route: method, then status.
+type RequestsByMethod = BTreeMap<String, BTreeMap<u16, u64>>;
+
 /// Every counter and gauge the server exports.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Request counts by route, method, status. Nested so that counting a
+    /// request already seen allocates nothing.
+    requests: Mutex<BTreeMap<String, RequestsByMethod>>,
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub blobs_stored: AtomicU64,
@@ -31,8 +36,15 @@ pub struct Metrics {
 impl Metrics {
     pub fn record_request(&self, route: &str, method: &str, status: u16) {
         let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry((route.to_owned(), method.to_owned(), status))
-            .or_default() += 1;
+        let methods = match map.get_mut(route) {
+            Some(methods) => methods,
+            None => map.entry(route.to_owned()).or_default(),
+        };
+        let statuses = match methods.get_mut(method) {
+            Some(statuses) => statuses,
+            None => methods.entry(method.to_owned()).or_default(),
+        };
+        *statuses.entry(status).or_default() += 1;
     }
 
     pub fn count_rejected(&self, reason: &'static str) {
@@ -70,18 +82,19 @@ impl Metrics {
             out,
             "# HELP ferry_http_requests_total HTTP requests answered, by route, method and status.\n# TYPE ferry_http_requests_total counter"
         );
-        for ((route, method, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "ferry_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
+        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        for (route, methods) in requests.iter() {
+            for (method, statuses) in methods {
+                for (status, n) in statuses {
+                    let _ = writeln!(
+                        out,
+                        "ferry_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
+                        escape(route)
+                    );
+                }
+            }
         }
+        drop(requests);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         counter(
             &mut out,

@@ -12,11 +12,11 @@ use ferry_core::Digest;
 use ferry_core::api::{ErrorCode, MAX_MISSING_QUERY, MissingRequest, MissingResponse};
 use ferry_core::range::{RangeRequest, parse_range};
 use futures::StreamExt;
-use http::{HeaderMap, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::Serialize;
 
 use super::{ApiError, SharedState, parse_json};
-use crate::store::{PutOutcome, StoreError};
+use crate::store::{Content, PutOutcome, StoreError};
 
 fn parse_digest(text: &str) -> Result<Digest, ApiError> {
     text.parse()
@@ -135,21 +135,33 @@ pub(super) async fn get(
             "this bundle token does not grant that blob",
         ));
     }
-    let etag = format!("\"{digest}\"");
-    let size = state.store.blob_size(&digest).await?;
+    let (size, blob) = if method == Method::HEAD {
+        (state.store.blob_size(&digest).await?, None)
+    } else {
+        let blob = state.store.open_blob(&digest).await?;
+        (blob.size, Some(blob))
+    };
+    let etag = etag(&digest);
     let mut response = Response::builder()
-        .header(header::ETAG, &etag)
         .header(
             header::CACHE_CONTROL,
-            "private, max-age=31536000, immutable",
+            HeaderValue::from_static("private, max-age=31536000, immutable"),
         )
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_TYPE, "application/octet-stream");
+        .header(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"))
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+    let etag_text = etag.to_str().unwrap_or_default();
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
-    if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+    if if_none_match.is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim() == etag_text || t.trim() == "*")
+    }) {
         return Ok(response
+            .header(header::ETAG, etag)
             .status(StatusCode::NOT_MODIFIED)
             .body(Body::empty())
             .unwrap_or_default());
@@ -158,7 +170,7 @@ pub(super) async fn get(
     let if_range_ok = headers
         .get(header::IF_RANGE)
         .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| v.trim() == etag);
+        .is_none_or(|v| v.trim() == etag_text);
     let range_header = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -178,27 +190,45 @@ pub(super) async fn get(
         }
     };
     let length = range.map_or(size, |r| r.len());
-    response = response.header(header::CONTENT_LENGTH, length);
+    response = response
+        .header(header::ETAG, etag)
+        .header(header::CONTENT_LENGTH, length);
     if let Some(r) = range {
         response = response.status(StatusCode::PARTIAL_CONTENT).header(
             header::CONTENT_RANGE,
             format!("bytes {}-{}/{size}", r.start, r.end),
         );
     }
-    if method == Method::HEAD {
+    let Some(blob) = blob else {
         return Ok(response.body(Body::empty()).unwrap_or_default());
-    }
-    let blob = state.store.get_blob(&digest, range).await?;
-    let metrics = state.metrics.clone();
-    let stream = blob.stream.map(move |chunk| {
-        if let Ok(bytes) = &chunk {
-            metrics
+    };
+    let body = match blob.read(range).await?.content {
+        Content::Whole(bytes) => {
+            state
+                .metrics
                 .bytes_sent
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            Body::from(bytes)
         }
-        chunk
-    });
+        Content::Stream(stream) => {
+            let metrics = state.metrics.clone();
+            Body::from_stream(stream.map(move |chunk| {
+                if let Ok(bytes) = &chunk {
+                    metrics
+                        .bytes_sent
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                }
+                chunk
+            }))
+        }
+    };
     response
-        .body(Body::from_stream(stream))
+        .body(body)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// `"<digest>"`: a blob's strong validator.
+fn etag(digest: &Digest) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(format!("\"{digest}\"")))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
 }

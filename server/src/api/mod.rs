@@ -86,18 +86,16 @@ async fn count_requests(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     state.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
     let response = next.run(request).await;
     state.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
-    state
-        .metrics
-        .record_request(&route, &method, response.status().as_u16());
+    state.metrics.record_request(
+        route.as_ref().map_or("unmatched", |p| p.as_str()),
+        method.as_str(),
+        response.status().as_u16(),
+    );
     response
 }
 

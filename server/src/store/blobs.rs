@@ -14,8 +14,12 @@ use super::{Store, StoreError};
 
 /// How many multipart chunks of one upload may be in flight at once.
 const UPLOAD_CONCURRENCY: usize = 2;
-/// Read buffer for streaming local blobs out.
-const READ_BUFFER: usize = 256 * 1024;
+/// Read size for streaming local blobs out. Each open download holds about
+/// two of these (tokio's file buffer and the chunk being sent), so this
+/// bounds memory under fan-out: 200 downloads hold 25 MiB.
+const READ_BUFFER: usize = 64 * 1024;
+/// Local reads up to this size are served from one buffer read at once.
+pub const SMALL_READ: u64 = 64 * 1024;
 
 /// What a PUT did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,12 +34,85 @@ pub enum PutOutcome {
 pub struct BlobBody {
     /// Size of the whole blob.
     pub size: u64,
-    pub stream: BoxStream<'static, Result<Bytes, std::io::Error>>,
+    pub content: Content,
+}
+
+/// The bytes of a [`BlobBody`]: small ones read whole, larger ones streamed.
+pub enum Content {
+    /// All of it, read at once (at most [`SMALL_READ`] bytes).
+    Whole(Bytes),
+    Stream(BoxStream<'static, Result<Bytes, std::io::Error>>),
+}
+
+impl BlobBody {
+    /// The bytes as a stream, whichever way they were read.
+    pub fn into_stream(self) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+        match self.content {
+            Content::Whole(bytes) => futures::stream::once(async move { Ok(bytes) }).boxed(),
+            Content::Stream(stream) => stream,
+        }
+    }
+}
+
+/// A blob opened for reading: its size is known, no byte is read yet.
+pub struct OpenBlob {
+    pub size: u64,
+    source: Source,
+    digest: Digest,
+}
+
+enum Source {
+    Local(std::fs::File),
+    Remote(Store),
+}
+
+impl OpenBlob {
+    /// The whole blob, or `range` of it.
+    pub async fn read(self, range: Option<ByteRange>) -> Result<BlobBody, StoreError> {
+        let file = match self.source {
+            Source::Local(file) => file,
+            Source::Remote(store) => return store.get_remote(&self.digest, range).await,
+        };
+        let size = self.size;
+        let (start, len) = match range {
+            Some(r) => (r.start, r.len()),
+            None => (0, size),
+        };
+        if len <= SMALL_READ {
+            // One positioned read into one buffer: no stream, no file state,
+            // and hyper can send it with the headers in one write.
+            let mut buf = vec![0u8; len as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, start)
+                .map_err(local_error)?;
+            return Ok(BlobBody {
+                size,
+                content: Content::Whole(Bytes::from(buf)),
+            });
+        }
+        let mut file = tokio::fs::File::from_std(file);
+        if start > 0 {
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(local_error)?;
+        }
+        file.set_max_buf_size(READ_BUFFER);
+        let reader = file.take(len);
+        let stream = tokio_util::io::ReaderStream::with_capacity(reader, READ_BUFFER).boxed();
+        Ok(BlobBody {
+            size,
+            content: Content::Stream(stream),
+        })
+    }
 }
 
 pub(crate) fn blob_path(digest: &Digest) -> Path {
+    Path::from(blob_key(digest))
+}
+
+/// The blob's key in the store: `blobs/sha256/<2 hex>/<64 hex>`.
+fn blob_key(digest: &Digest) -> String {
     let hex = digest.hex();
-    Path::from(format!("blobs/sha256/{}/{hex}", &hex[..2]))
+    format!("blobs/sha256/{}/{hex}", &hex[..2])
 }
 
 impl Store {
@@ -61,8 +138,10 @@ impl Store {
     /// Size of a stored blob.
     pub async fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError> {
         if let Some(root) = &self.local_root {
-            let path = root.join(blob_path(digest).as_ref());
-            return match tokio::fs::metadata(&path).await {
+            // A stat of a local file is a few microseconds: done in place,
+            // since a hop to the blocking pool costs more than the call.
+            let path = root.join(blob_key(digest));
+            return match std::fs::metadata(&path) {
                 Ok(meta) => Ok(meta.len()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound),
                 Err(e) => Err(StoreError::Backend(object_store::Error::Generic {
@@ -95,6 +174,9 @@ impl Store {
         S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        if let Some(root) = &self.local_root {
+            return super::upload::put_local(root, expected, body, limit, idle_timeout).await;
+        }
         let upload_path = Path::from(format!("uploads/{}", uuid::Uuid::new_v4()));
         let upload = self
             .inner
@@ -140,17 +222,51 @@ impl Store {
         }
     }
 
+    /// Opens blob `digest` for reading; its size is known before any byte
+    /// is read, so a caller can answer conditional and range requests first.
+    ///
+    /// On local disk the file is opened and stat'ed once, here, with plain
+    /// blocking calls: for a blob directory on a local disk that costs a few
+    /// microseconds, less than handing the call to tokio's blocking pool and
+    /// back (the way nginx serves static files without thread pools).
+    pub async fn open_blob(&self, digest: &Digest) -> Result<OpenBlob, StoreError> {
+        if let Some(root) = &self.local_root {
+            let path = root.join(blob_key(digest));
+            let file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::NotFound);
+                }
+                Err(e) => return Err(local_error(e)),
+            };
+            let size = file.metadata().map_err(local_error)?.len();
+            return Ok(OpenBlob {
+                size,
+                source: Source::Local(file),
+                digest: *digest,
+            });
+        }
+        Ok(OpenBlob {
+            size: self.blob_size(digest).await?,
+            source: Source::Remote(self.clone()),
+            digest: *digest,
+        })
+    }
+
     /// Streams blob `digest`, or the `range` of it.
     pub async fn get_blob(
         &self,
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<BlobBody, StoreError> {
-        if let Some(root) = &self.local_root {
-            return self
-                .get_local(root.join(blob_path(digest).as_ref()), range)
-                .await;
-        }
+        self.open_blob(digest).await?.read(range).await
+    }
+
+    async fn get_remote(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<BlobBody, StoreError> {
         let options =
             GetOptions::new().with_range(range.map(|r| GetRange::Bounded(r.start..r.end + 1)));
         let result = self
@@ -163,32 +279,10 @@ impl Store {
             .into_stream()
             .map_err(|e| std::io::Error::other(e.to_string()))
             .boxed();
-        Ok(BlobBody { size, stream })
-    }
-
-    async fn get_local(
-        &self,
-        path: std::path::PathBuf,
-        range: Option<ByteRange>,
-    ) -> Result<BlobBody, StoreError> {
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
-            Err(e) => return Err(local_error(e)),
-        };
-        let size = file.metadata().await.map_err(local_error)?.len();
-        let (start, len) = match range {
-            Some(r) => (r.start, r.len()),
-            None => (0, size),
-        };
-        if start > 0 {
-            file.seek(std::io::SeekFrom::Start(start))
-                .await
-                .map_err(local_error)?;
-        }
-        let reader = file.take(len);
-        let stream = tokio_util::io::ReaderStream::with_capacity(reader, READ_BUFFER).boxed();
-        Ok(BlobBody { size, stream })
+        Ok(BlobBody {
+            size,
+            content: Content::Stream(stream),
+        })
     }
 
     /// Deletes a blob (garbage collection only).

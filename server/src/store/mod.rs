@@ -17,6 +17,7 @@
 mod blobs;
 mod bundles;
 mod open;
+mod upload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
-pub use blobs::{BlobBody, PutOutcome};
+pub use blobs::{BlobBody, Content, OpenBlob, PutOutcome};
 pub use bundles::{BundleRecord, CreateError};
 pub use open::open;
 
