@@ -2,11 +2,11 @@
 //!
 //! The body is received on the connection's task and handed through a short
 //! queue to a blocking thread that writes it; a large body is hashed on a
-//! second thread, so receiving, hashing and writing overlap. Durability is kept: the file is fsynced
-//! before it is renamed into `blobs/` and both directories are fsynced after.
-//! To keep that final fsync short, a second thread asks the kernel to write
-//! the file out (`fdatasync`) every [`FLUSH_EVERY`] bytes while the upload
-//! is still arriving.
+//! second thread, so receiving, hashing and writing overlap. Durability is
+//! kept: the file is fsynced before it is renamed into `blobs/`, and that
+//! directory after. To keep the final fsync short, another thread asks the
+//! kernel to write the file out (`fdatasync`) every [`FLUSH_EVERY`] bytes
+//! while the upload is still arriving.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -278,7 +278,10 @@ fn publish(file: File, upload: &Path, target: &Path, size: u64) -> Result<PutOut
         remove_quietly(upload);
         return Err(io_error(e));
     }
-    for dir in [target.parent(), upload.parent()].into_iter().flatten() {
+    // The blob's directory entry must survive a crash. The `uploads/` side
+    // need not: an entry left there by a crash is an abandoned upload, which
+    // GC removes (and on ext4 and XFS the rename is one journal transaction).
+    if let Some(dir) = target.parent() {
         sync_dir(dir).map_err(io_error)?;
     }
     Ok(PutOutcome::Created(size))
@@ -289,8 +292,9 @@ fn rename_creating_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && from.exists() => {
             let dir = to.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(dir)?;
-            // The new directory's own entry must be durable too.
-            if let Some(parent) = dir.parent() {
+            // The new directories' own entries must be durable too
+            // (`blobs/sha256/<2 hex>`, and at first `blobs/sha256`, `blobs`).
+            for parent in dir.ancestors().skip(1).take(3) {
                 sync_dir(parent)?;
             }
             std::fs::rename(from, to)
