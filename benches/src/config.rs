@@ -23,7 +23,7 @@ pub struct Cli {
     pub runs: Option<usize>,
 
     /// Only these scenarios (comma-separated ids), e.g. `server-io,wrk`. Ids: server-io, stage, restage, fetch-1g,
-    /// fetch-jars, fanout, wrk, cache, stage-many.
+    /// fetch-jars, fanout, wrk, cache, stage-jars, stage-many.
     #[arg(long, env = "FERRY_BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
 

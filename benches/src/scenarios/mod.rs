@@ -61,6 +61,11 @@ pub fn all() -> Vec<Scenario> {
             run: stage::unchanged_large,
         },
         Scenario {
+            id: "stage-jars",
+            title: "ferry stage of 500 small jars, new then unchanged, vs curl -T to nginx WebDAV",
+            run: stage::jars,
+        },
+        Scenario {
             id: "stage-many",
             title: "ferry stage of many small files: time per file vs 100 files",
             run: stage::many_small,

@@ -1,7 +1,9 @@
 //! `ferry stage` (the client): hashing and uploading a new 1 GiB file,
-//! re-staging it unchanged, and staging many small files, against curl -T
-//! to nginx WebDAV, `openssl dgst -sha256`, and a 100-file baseline.
+//! re-staging it unchanged, staging 500 small jars (new, then unchanged),
+//! and staging many small files, against curl -T to nginx WebDAV,
+//! `openssl dgst -sha256`, and a 100-file baseline.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -85,11 +87,7 @@ pub fn new_large(bench: &Bench) -> anyhow::Result<Vec<Row>> {
         },
         || {
             crate::remove(&nginx_file)?;
-            let mut curl = Command::new("curl");
-            curl.args(["-sS", "-f", "-o", "/dev/null", "-T"])
-                .arg(&input.path)
-                .arg(&nginx_url);
-            let run = timed(&curl, &bench.log("stage-curl"))?;
+            let run = timed(&curl_put(&input.path, &nginx_url), &bench.log("stage-curl"))?;
             Ok(run.wall.as_secs_f64())
         },
     )?;
@@ -141,6 +139,26 @@ pub fn unchanged_large(bench: &Bench) -> anyhow::Result<Vec<Row>> {
                 .as_secs_f64())
         },
     )?;
+    // Issue 5 states the unchanged stage against an upload of the same bytes.
+    let nginx_file = bench.nginx.root.join("put/restage.bin");
+    let nginx_url = format!("{}/put/restage.bin", bench.nginx.url);
+    let (ferry_again, curl) = bench.side_by_side(
+        "re-stage 1 GiB vs curl -T",
+        || {
+            let run = stage_once(&command, &bench.ferry, &bench.log("restage-ferry"))?;
+            Ok(run.wall.as_secs_f64())
+        },
+        || {
+            crate::remove(&nginx_file)?;
+            Ok(timed(
+                &curl_put(&input.path, &nginx_url),
+                &bench.log("restage-curl"),
+            )?
+            .wall
+            .as_secs_f64())
+        },
+    )?;
+    crate::remove(&nginx_file)?;
     Ok(vec![
         Row::compare(
             "restage",
@@ -153,8 +171,130 @@ pub fn unchanged_large(bench: &Bench) -> anyhow::Result<Vec<Row>> {
         )
         .rss(peak_mib(&ferry_runs))
         .note("RSS: ferry client"),
+        Row::compare(
+            "restage",
+            "re-stage the unchanged 1 GiB file (vs uploading it)",
+            "curl -T to nginx WebDAV",
+            "s",
+            ferry_again,
+            curl,
+            None,
+        )
+        .note("issue 5: nothing is uploaded the second time; reported, no target"),
     ])
 }
+
+/// `curl -T file url`: one upload to nginx WebDAV.
+fn curl_put(file: &Path, url: &str) -> Command {
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "-f", "-o", "/dev/null", "-T"])
+        .arg(file)
+        .arg(url);
+    curl
+}
+
+/// Staging 500 small jars into a server without them, and again unchanged,
+/// against uploading the same files to nginx WebDAV with curl -T (one curl,
+/// 8 uploads at once, as `ferry stage` uploads 8 at once).
+pub fn jars(bench: &Bench) -> anyhow::Result<Vec<Row>> {
+    let inputs = data::files(
+        &bench.inputs.join("jars"),
+        "lib",
+        "jar",
+        JARS,
+        (10 << 10, 200 << 10),
+        500,
+    )?;
+    // Only the jars, not their digest sidecars.
+    let src = bench.fresh_dir("stage-jars-src")?;
+    let mut config = String::new();
+    for input in &inputs {
+        let name = input.path.file_name().unwrap_or_default();
+        let link = src.join(name);
+        std::fs::hard_link(&input.path, &link)?;
+        let _ = writeln!(
+            config,
+            "upload-file = \"{}\"\nurl = \"{}/put/jars/{}\"\noutput = \"/dev/null\"",
+            link.display(),
+            bench.nginx.url,
+            name.to_string_lossy()
+        );
+    }
+    let config_file = bench.scratch.join("stage-jars.curl");
+    std::fs::write(&config_file, config)?;
+    let nginx_dir = bench.nginx.root.join("put/jars");
+    std::fs::create_dir_all(&nginx_dir)?;
+    let curl = || -> anyhow::Result<f64> {
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "-f", "--parallel", "--parallel-max", "8", "-K"])
+            .arg(&config_file);
+        let run = timed(&curl, &bench.log("stage-jars-curl"))?;
+        let uploaded = std::fs::read_dir(&nginx_dir)?.count();
+        ensure!(uploaded == JARS, "curl uploaded {uploaded} of {JARS} jars");
+        for entry in std::fs::read_dir(&nginx_dir)? {
+            std::fs::remove_file(entry?.path())?;
+        }
+        Ok(run.wall.as_secs_f64())
+    };
+    let command = ferry_stage(bench, &bench.ferry, &[&src])?;
+    let mut first_runs = Vec::new();
+    let (first, curl_first) = bench.side_by_side(
+        "stage 500 jars",
+        || {
+            for input in &inputs {
+                crate::remove(&bench.ferry.blob_file(&input.digest.hex()))?;
+            }
+            let run = stage_once(&command, &bench.ferry, &bench.log("stage-jars-ferry"))?;
+            let stored = inputs
+                .iter()
+                .filter(|i| bench.ferry.blob_file(&i.digest.hex()).is_file())
+                .count();
+            ensure!(stored == JARS, "ferry stage stored {stored} of {JARS} jars");
+            first_runs.push(run);
+            Ok(run.wall.as_secs_f64())
+        },
+        curl,
+    )?;
+    let mut again_runs = Vec::new();
+    let (again, curl_again) = bench.side_by_side(
+        "re-stage 500 jars",
+        || {
+            let run = stage_once(&command, &bench.ferry, &bench.log("restage-jars-ferry"))?;
+            again_runs.push(run);
+            Ok(run.wall.as_secs_f64())
+        },
+        curl,
+    )?;
+    crate::remove(&src)?;
+    crate::remove(&nginx_dir)?;
+    let reference = "curl -T of the same files to nginx WebDAV (8 at once)";
+    Ok(vec![
+        Row::compare(
+            "stage-jars",
+            "stage 500 new small jars (10-200 KiB)",
+            reference,
+            "s",
+            first,
+            curl_first,
+            None,
+        )
+        .rss(peak_mib(&first_runs))
+        .note("issue 5; RSS: ferry client; reported, no target"),
+        Row::compare(
+            "stage-jars",
+            "re-stage the 500 unchanged jars",
+            reference,
+            "s",
+            again,
+            curl_again,
+            None,
+        )
+        .rss(peak_mib(&again_runs))
+        .note("issue 5: nothing is uploaded the second time; reported, no target"),
+    ])
+}
+
+const JARS: usize = 500;
 
 /// Client wall time and server CPU time of staging `inputs`' folder into a
 /// fresh server, per file, in milliseconds.
