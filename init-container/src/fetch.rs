@@ -6,18 +6,15 @@ use std::sync::Arc;
 
 use ferry_core::{Digest, EntryPath, Sha256Hasher};
 use futures::StreamExt;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 
 use crate::Context;
 use crate::cache::{CACHE_MODE, Cache};
 use crate::error::FetchError;
 use crate::retry::RetryPolicy;
+use crate::sink::Sink;
 use crate::source::Source;
 use crate::source::file::check_local;
 use crate::write::{DestDir, Partial, hash_reader};
-
-/// Write buffer between the network and the temp file.
-const WRITE_BUFFER: usize = 1 << 20;
 
 /// How an item came to be in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -148,13 +145,16 @@ async fn fetch_through_cache(
     digest: Digest,
     target: &Target,
 ) -> Result<Done, FetchError> {
-    let _lock = cache.lock(&digest).await?;
+    let lock = cache.lock(&digest).await?;
     let found = {
-        let cache = cache.clone();
-        blocking(move || cache.lookup(&digest)).await?
+        let (cache, lock) = (cache.clone(), lock.clone());
+        blocking(move || cache.lookup(&lock, &digest)).await?
     };
     let (cache_file, outcome, received) = match found {
-        Some(path) => (path, Outcome::FromCache, 0),
+        Some((path, hit)) => {
+            tracing::debug!(path = %path.display(), ?hit, "cache hit");
+            (path, Outcome::FromCache, 0)
+        }
         None => {
             let entry = Cache::entry_path(&digest);
             let partial = {
@@ -169,18 +169,21 @@ async fn fetch_through_cache(
                 &ctx.retry,
             )
             .await?;
-            blocking(move || {
+            let (cache, lock) = (cache.clone(), lock.clone());
+            let path = blocking(move || {
                 partial
                     .commit(CACHE_MODE)
-                    .map_err(|e| FetchError::io("committing a cache file", e))
+                    .map_err(|e| FetchError::io("committing a cache file", e))?;
+                cache.seal(&lock, &digest)?;
+                Ok(cache.objects().root().join(entry.as_str()))
             })
             .await?;
-            let path = cache.objects().root().join(entry.as_str());
             (path, Outcome::Fetched, received)
         }
     };
     let (dest, path, mode) = (target.dest.clone(), target.path.clone(), target.mode);
-    let bytes = blocking(move || place_from_cache(&dest, &path, &cache_file, mode, digest)).await?;
+    let bytes = blocking(move || place_from_cache(&dest, &path, &cache_file, mode)).await?;
+    drop(lock);
     Ok(Done {
         outcome,
         bytes,
@@ -188,14 +191,15 @@ async fn fetch_through_cache(
     })
 }
 
-/// Links (files without execute bits) or copies a verified cache file to
-/// its destination; a copy is hashed again on its way.
+/// Hard-links (files without execute bits) or copies a verified cache file
+/// to its destination. A copy is not hashed again: the entry was verified
+/// when it was inserted (see the trust model in `cache.rs`), and the kernel
+/// copies it (`copy_file_range`, a reflink where the file system has them).
 fn place_from_cache(
     dest: &DestDir,
     path: &EntryPath,
     cache_file: &std::path::Path,
     mode: u32,
-    digest: Digest,
 ) -> Result<u64, FetchError> {
     let shown = dest.display(path);
     let size = std::fs::metadata(cache_file)
@@ -210,18 +214,13 @@ fn place_from_cache(
     partial
         .restart()
         .map_err(|e| FetchError::io(format!("truncating a temp file for {shown}"), e))?;
-    let mut hashing = HashingWriter {
-        inner: &mut partial.file,
-        hasher: Sha256Hasher::new(),
-    };
-    std::io::copy(&mut source, &mut hashing)
+    let copied = std::io::copy(&mut source, &mut partial.file)
         .map_err(|e| FetchError::io(format!("copying {} to {shown}", cache_file.display()), e))?;
-    let actual = hashing.hasher.finish();
-    if actual != digest {
+    if copied != size {
         partial.discard();
-        return Err(FetchError::DigestMismatch {
-            expected: digest,
-            actual,
+        return Err(FetchError::Truncated {
+            got: copied,
+            expected: size,
         });
     }
     partial
@@ -230,28 +229,10 @@ fn place_from_cache(
     Ok(size)
 }
 
-struct HashingWriter<'a> {
-    inner: &'a mut std::fs::File,
-    hasher: Sha256Hasher,
-}
-
-impl std::io::Write for HashingWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(bytes)?;
-        self.hasher.update(&bytes[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// State of one download across attempts: what is in the temp file.
 struct Progress {
-    writer: BufWriter<tokio::fs::File>,
-    hasher: Sha256Hasher,
-    /// Bytes in the temp file (all hashed).
+    sink: Sink,
+    /// Bytes in the temp file (all queued to be hashed).
     len: u64,
     /// Bytes received over the network, all attempts.
     received: u64,
@@ -259,12 +240,7 @@ struct Progress {
 
 impl Progress {
     async fn restart(&mut self) -> Result<(), FetchError> {
-        let io = |e| FetchError::io("truncating a temp file", e);
-        self.writer.flush().await.map_err(io)?;
-        let file = self.writer.get_mut();
-        file.set_len(0).await.map_err(io)?;
-        file.seek(std::io::SeekFrom::Start(0)).await.map_err(io)?;
-        self.hasher = Sha256Hasher::new();
+        self.sink.restart().await?;
         self.len = 0;
         Ok(())
     }
@@ -298,8 +274,7 @@ pub async fn download(
         .try_clone()
         .map_err(|e| FetchError::io("opening a temp file", e))?;
     let mut progress = Progress {
-        writer: BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file)),
-        hasher,
+        sink: Sink::new(file, hasher)?,
         len,
         received: 0,
     };
@@ -314,11 +289,8 @@ pub async fn download(
     let mut retries_used = 0;
     loop {
         let attempt = attempt(source, &mut progress, expected_size).await;
-        progress
-            .writer
-            .flush()
-            .await
-            .map_err(|e| FetchError::io("writing a temp file", e))?;
+        // Everything received is on disk and hashed before going on.
+        let hasher = progress.sink.checkpoint().await?;
         match attempt {
             Ok(()) => {}
             Err(error) if error.is_transient() && retries_used < retry.retries => {
@@ -330,7 +302,7 @@ pub async fn download(
             }
             Err(error) => return Err(error),
         }
-        let actual = progress.hasher.clone().finish();
+        let actual = hasher.finish();
         match expected {
             Some(expected) if actual != expected => {
                 if resumed_from_disk {
@@ -389,12 +361,7 @@ async fn attempt(
         {
             return Err(FetchError::TooLong { expected: total });
         }
-        progress
-            .writer
-            .write_all(&chunk)
-            .await
-            .map_err(|e| FetchError::io("writing a temp file", e))?;
-        progress.hasher.update(&chunk);
+        progress.sink.push(chunk).await?;
         progress.len += n;
         progress.received += n;
     }

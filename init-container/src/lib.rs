@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod report;
 pub mod resolve;
 pub mod retry;
+pub mod sink;
 pub mod source;
 pub mod write;
 
