@@ -300,7 +300,15 @@ pub async fn download(
                 tokio::time::sleep(delay).await;
                 continue;
             }
-            Err(error) => return Err(error),
+            Err(error) => {
+                // Bytes cut off by a transient failure are kept for a rerun
+                // to resume; otherwise no temp file is left behind.
+                if !error.is_transient() || progress.len == 0 {
+                    drop(progress);
+                    partial.discard();
+                }
+                return Err(error);
+            }
         }
         let actual = hasher.finish();
         match expected {
