@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::Serialize;
 
 use super::{ApiError, SharedState, parse_json};
-use crate::store::{Content, PutOutcome, StoreError};
+use crate::store::{Content, PutOutcome, StoreError, push_hex};
 
 fn parse_digest(text: &str) -> Result<Digest, ApiError> {
     text.parse()
@@ -125,11 +125,12 @@ pub(super) async fn put(
 pub(super) async fn get(
     State(state): State<SharedState>,
     Path(digest): Path<String>,
-    method: Method,
-    headers: HeaderMap,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
+    // Headers read in place: the `HeaderMap` extractor would clone them.
+    let (method, headers) = (request.method(), request.headers());
     let digest = parse_digest(&digest)?;
-    let caller = state.auth.authenticate(&headers, &state.store).await?;
+    let caller = state.auth.authenticate(headers, &state.store).await?;
     if !caller.may_read_blob(&digest) {
         return Err(ApiError::forbidden(
             "this bundle token does not grant that blob",
@@ -229,6 +230,21 @@ pub(super) async fn get(
 
 /// `"<digest>"`: a blob's strong validator.
 fn etag(digest: &Digest) -> HeaderValue {
-    HeaderValue::from_maybe_shared(Bytes::from(format!("\"{digest}\"")))
+    let mut text = String::with_capacity(74);
+    text.push_str("\"sha256:");
+    push_hex(&mut text, digest.as_bytes());
+    text.push('"');
+    HeaderValue::from_maybe_shared(Bytes::from(text))
         .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_is_the_quoted_digest() {
+        let digest = Digest::of(b"etag");
+        assert_eq!(etag(&digest).to_str().unwrap(), format!("\"{digest}\""));
+    }
 }

@@ -111,8 +111,22 @@ pub(crate) fn blob_path(digest: &Digest) -> Path {
 
 /// The blob's key in the store: `blobs/sha256/<2 hex>/<64 hex>`.
 fn blob_key(digest: &Digest) -> String {
-    let hex = digest.hex();
-    format!("blobs/sha256/{}/{hex}", &hex[..2])
+    let mut key = String::with_capacity(80);
+    key.push_str("blobs/sha256/");
+    push_hex(&mut key, &digest.as_bytes()[..1]);
+    key.push('/');
+    push_hex(&mut key, digest.as_bytes());
+    key
+}
+
+/// Appends `bytes` in lowercase hex (on every blob read, so without the
+/// per-character iterator `Digest::hex` goes through).
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
 }
 
 impl Store {
@@ -332,4 +346,19 @@ where
     }
     let size = hasher.len();
     Ok((hasher.finish(), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_key_is_the_sharded_hex_path() {
+        let digest = Digest::of(b"key");
+        let hex = digest.hex();
+        assert_eq!(
+            blob_key(&digest),
+            format!("blobs/sha256/{}/{hex}", &hex[..2])
+        );
+    }
 }

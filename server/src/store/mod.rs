@@ -25,6 +25,7 @@ use std::sync::Arc;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
+pub(crate) use blobs::push_hex;
 pub use blobs::{BlobBody, Content, OpenBlob, PutOutcome};
 pub use bundles::{BundleRecord, CreateError};
 pub use open::open;
