@@ -274,7 +274,7 @@ pub async fn download(
         .try_clone()
         .map_err(|e| FetchError::io("opening a temp file", e))?;
     let mut progress = Progress {
-        sink: Sink::new(file, hasher)?,
+        sink: Sink::new(file, hasher, expected_size)?,
         len,
         received: 0,
     };
