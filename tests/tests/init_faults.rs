@@ -461,6 +461,9 @@ fn evil_paths_from_a_hostile_server_are_refused_and_nothing_lands_outside() {
         "\u{ff0e}\u{ff0e}/escape.jar",
         "jars/\u{ff0f}..\u{ff0f}escape.jar",
         "%2e%2e/escape.jar",
+        // One and two dot leaders: NFKC makes them `.` and `..`.
+        "\u{2025}/escape.jar",
+        "jars/\u{2024}\u{2024}/escape.jar",
         "",
     ];
     let outside = tempfile::tempdir().unwrap();
