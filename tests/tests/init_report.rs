@@ -347,3 +347,37 @@ fn a_cache_entry_written_through_a_pods_link_is_caught_and_fetched_again() {
     assert!(std::fs::read(&entry).unwrap() == data);
     assert_eq!(std::fs::metadata(&entry).unwrap().mode() & 0o777, 0o444);
 }
+
+#[test]
+fn a_large_entry_lands_intact_through_the_pipelined_writer() {
+    // Several writeback steps (8 MiB) and many network chunks, an odd size.
+    let data = pseudo_random_bytes(14, (40 << 20) + 3);
+    let staged = staged(&data);
+    let work = tempfile::tempdir().unwrap();
+    let token = work.path().join("token");
+    std::fs::write(&token, &staged.token).unwrap();
+    let uri = format!("ferry://{}/jars/app.jar", staged.id);
+    let cache = work.path().join("cache");
+    for (name, with_cache) in [("plain", false), ("cached", true)] {
+        let dest = work.path().join(name);
+        let mut args = vec![
+            "--server",
+            &staged.server.url,
+            "--token-file",
+            s(&token),
+            "--into",
+            s(&dest),
+        ];
+        if with_cache {
+            args.extend(["--cache-dir", s(&cache)]);
+        }
+        args.push(&uri);
+        let output = ferry_init(&args);
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+        assert!(
+            std::fs::read(dest.join("app.jar")).unwrap() == data,
+            "{name}: content differs"
+        );
+        assert_eq!(everything_below(&dest), vec!["app.jar".to_string()]);
+    }
+}
