@@ -1,5 +1,6 @@
 //! Blobs: streamed in, hashed while written, published only when verified.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStoreExt, WriteMultipart};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::small::{FileId, SmallBlobs};
 use super::{Store, StoreError};
 
 /// How many multipart chunks of one upload may be in flight at once.
@@ -62,21 +64,36 @@ pub struct OpenBlob {
 }
 
 enum Source {
-    Local(std::fs::File),
+    /// A small blob's bytes from memory.
+    Cached(Bytes),
+    Local(std::fs::File, FileId, Arc<SmallBlobs>),
     Remote(Store),
 }
 
 impl OpenBlob {
     /// The whole blob, or `range` of it.
     pub async fn read(self, range: Option<ByteRange>) -> Result<BlobBody, StoreError> {
-        let file = match self.source {
-            Source::Local(file) => file,
-            Source::Remote(store) => return store.get_remote(&self.digest, range).await,
-        };
         let size = self.size;
         let (start, len) = match range {
             Some(r) => (r.start, r.len()),
             None => (0, size),
+        };
+        let whole = |bytes: Bytes| BlobBody {
+            size,
+            content: Content::Whole(bytes.slice(start as usize..(start + len) as usize)),
+        };
+        let file = match self.source {
+            Source::Cached(bytes) => return Ok(whole(bytes)),
+            Source::Local(file, id, cache) if size <= SMALL_READ => {
+                let mut buf = vec![0u8; size as usize];
+                std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 0)
+                    .map_err(local_error)?;
+                let bytes = Bytes::from(buf);
+                cache.insert(self.digest, id, bytes.clone());
+                return Ok(whole(bytes));
+            }
+            Source::Local(file, ..) => file,
+            Source::Remote(store) => return store.get_remote(&self.digest, range).await,
         };
         if len <= SMALL_READ {
             // One positioned read into one buffer: no stream, no file state,
@@ -246,17 +263,28 @@ impl Store {
     pub async fn open_blob(&self, digest: &Digest) -> Result<OpenBlob, StoreError> {
         if let Some(root) = &self.local_root {
             let path = root.join(blob_key(digest));
-            let file = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(StoreError::NotFound);
+            let not_found = |e: std::io::Error| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    StoreError::NotFound
+                } else {
+                    local_error(e)
                 }
-                Err(e) => return Err(local_error(e)),
             };
-            let size = file.metadata().map_err(local_error)?.len();
+            let meta = std::fs::metadata(&path).map_err(not_found)?;
+            let (size, id) = (meta.len(), FileId::of(&meta));
+            if size <= SMALL_READ
+                && let Some(bytes) = self.small.get(digest, id)
+            {
+                return Ok(OpenBlob {
+                    size,
+                    source: Source::Cached(bytes),
+                    digest: *digest,
+                });
+            }
+            let file = std::fs::File::open(&path).map_err(not_found)?;
             return Ok(OpenBlob {
                 size,
-                source: Source::Local(file),
+                source: Source::Local(file, id, self.small.clone()),
                 digest: *digest,
             });
         }
@@ -301,6 +329,7 @@ impl Store {
 
     /// Deletes a blob (garbage collection only).
     pub async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        self.small.forget(digest);
         self.inner
             .delete(&blob_path(digest))
             .await

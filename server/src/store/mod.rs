@@ -17,6 +17,7 @@
 mod blobs;
 mod bundles;
 mod open;
+mod small;
 mod upload;
 
 use std::path::PathBuf;
@@ -98,6 +99,8 @@ pub struct Store {
     local_root: Option<PathBuf>,
     /// Multipart chunk size for uploads.
     chunk_size: usize,
+    /// Small local blobs read recently.
+    small: Arc<small::SmallBlobs>,
     /// Human description (`/srv/ferry-data`, `s3://bucket/prefix`).
     description: String,
 }
@@ -117,6 +120,7 @@ impl Store {
             inner,
             local_root,
             chunk_size,
+            small: Arc::default(),
             description,
         }
     }

@@ -24,7 +24,7 @@ use super::{PutOutcome, StoreError};
 /// Chunks queued between the connection and the writer thread. hyper hands
 /// over at most a few hundred KiB per chunk, so this bounds an upload's
 /// buffered memory to a few MiB.
-const QUEUE: usize = 16;
+const QUEUE: usize = 8;
 /// How much of a refused body is read before answering, and for how long.
 const LINGER_BYTES: u64 = 1 << 20;
 const LINGER_TIME: Duration = Duration::from_millis(500);
