@@ -15,6 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+/// Per-connection buffer limit of HTTP/1 (request head and queued body chunks).
+const MAX_BUF: usize = 128 * 1024;
+
 /// Connection-level settings.
 #[derive(Clone)]
 pub struct ServeOptions {
@@ -57,7 +60,11 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        // Bounds each connection's read buffer and queued response chunks
+        // (hyper's default is about 400 KiB): under a fan-out of hundreds of
+        // downloads this is most of the server's memory.
+        .max_buf_size(MAX_BUF);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -9,16 +9,15 @@ use ferry_core::{Digest, Sha256Hasher};
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStoreExt, WriteMultipart};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::small::{FileId, SmallBlobs};
 use super::{Store, StoreError};
 
 /// How many multipart chunks of one upload may be in flight at once.
 const UPLOAD_CONCURRENCY: usize = 2;
-/// Read size for streaming local blobs out. Each open download holds about
-/// two of these (tokio's file buffer and the chunk being sent), so this
-/// bounds memory under fan-out: 200 downloads hold 25 MiB.
+/// Read size for streaming local blobs out. An open download holds one or
+/// two of these (hyper queues at most 128 KiB per connection), so this
+/// bounds memory under fan-out: 200 downloads hold about 25 MiB.
 const READ_BUFFER: usize = 64 * 1024;
 /// Local reads up to this size are served from one buffer read at once.
 pub const SMALL_READ: u64 = 64 * 1024;
@@ -106,15 +105,9 @@ impl OpenBlob {
                 content: Content::Whole(Bytes::from(buf)),
             });
         }
-        let mut file = tokio::fs::File::from_std(file);
-        if start > 0 {
-            file.seek(std::io::SeekFrom::Start(start))
-                .await
-                .map_err(local_error)?;
-        }
-        file.set_max_buf_size(READ_BUFFER);
-        let reader = file.take(len);
-        let stream = tokio_util::io::ReaderStream::with_capacity(reader, READ_BUFFER).boxed();
+        let stream = super::chunks::Chunks::new(file, start, len, READ_BUFFER)
+            .map_err(local_error)?
+            .boxed();
         Ok(BlobBody {
             size,
             content: Content::Stream(stream),

@@ -16,6 +16,7 @@
 
 mod blobs;
 mod bundles;
+mod chunks;
 mod open;
 mod small;
 mod upload;
