@@ -180,7 +180,10 @@ mod tests {
         std::fs::write(root.join("sub/a"), b"a").unwrap();
         std::os::unix::fs::symlink("..", root.join("sub/up")).unwrap();
         let err = collect(&[root], None).unwrap_err().to_string();
-        assert!(err.contains("symlink loop") && err.contains("sub/up"), "{err}");
+        assert!(
+            err.contains("symlink loop") && err.contains("sub/up"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -25,14 +25,30 @@ pub struct Cli {
     #[arg(long, global = true, help_heading = "Connection", env = "FERRY_SERVER")]
     pub server: Option<String>,
     /// The upload token itself (prefer --token-file: arguments are visible to other users).
-    #[arg(long, global = true, help_heading = "Connection", env = "FERRY_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "FERRY_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// File holding the upload token (default: the config file's, else
     /// ./ferry-data/upload-token for a server on this machine).
-    #[arg(long, global = true, help_heading = "Connection", env = "FERRY_TOKEN_FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "FERRY_TOKEN_FILE"
+    )]
     pub token_file: Option<PathBuf>,
     /// Extra PEM CA certificates to trust for an https:// server.
-    #[arg(long, global = true, help_heading = "Connection", env = "FERRY_CA_FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "FERRY_CA_FILE"
+    )]
     pub ca_file: Option<PathBuf>,
     /// Config file (default: $XDG_CONFIG_HOME/ferry/config.toml).
     #[arg(long, global = true, help_heading = "Connection", env = "FERRY_CONFIG")]
@@ -42,10 +58,22 @@ pub struct Cli {
     #[arg(long, global = true, help_heading = "Connection", env = "FERRY_KUBE_TOKEN", conflicts_with_all = ["token", "token_file"])]
     pub kube_token: bool,
     /// Retries of a request after a transient failure.
-    #[arg(long, global = true, help_heading = "Connection", env = "FERRY_RETRIES", default_value_t = 4)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "FERRY_RETRIES",
+        default_value_t = 4
+    )]
     pub retries: u32,
     /// No progress bars or notes on stderr (errors still go there).
-    #[arg(long, short, global = true, help_heading = "Connection", env = "FERRY_QUIET")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        help_heading = "Connection",
+        env = "FERRY_QUIET"
+    )]
     pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,

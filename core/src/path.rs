@@ -48,7 +48,9 @@ pub enum PathError {
     DrivePrefix,
     #[error("path is not in Unicode normal form C")]
     NotNormalized,
-    #[error("path has a character that compatibility folding turns into '/', '\\' or a '.'/'..' segment")]
+    #[error(
+        "path has a character that compatibility folding turns into '/', '\\' or a '.'/'..' segment"
+    )]
     LookAlike,
 }
 
