@@ -11,6 +11,7 @@
 pub mod api;
 pub mod azurite;
 pub mod gcs;
+pub mod init;
 pub mod moto;
 pub mod nginx;
 pub mod process;

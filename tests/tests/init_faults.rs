@@ -12,53 +12,16 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry_core::Digest;
+use ferry_tests::init::{self, files_below, path_str, stderr};
 use ferry_tests::nginx::Nginx;
 use ferry_tests::{bin, pseudo_random_bytes};
 use serde_json::{Value, json};
-
-fn ferry_init(args: &[&str]) -> Output {
-    Command::new(bin("ferry-init"))
-        .args(args)
-        .env_clear()
-        .output()
-        .expect("run ferry-init")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
-}
-
-/// Every regular file below `dir`, relative, sorted.
-fn files_below(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if meta.is_dir() {
-                stack.push(path);
-            } else {
-                found.push(path.strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    found.sort();
-    found
-}
 
 /// Full-body GETs of `path` in nginx's access log.
 fn full_gets(nginx: &Nginx, path: &str) -> usize {
@@ -112,7 +75,7 @@ fn nginx_killed_mid_transfer_then_restarted_is_resumed_with_range() {
         Digest::of(&data).hex()
     );
     let child = Command::new(bin("ferry-init"))
-        .args([uri.as_str(), "--into", s(dest.path())])
+        .args([uri.as_str(), "--into", path_str(dest.path())])
         .args([
             "--retries",
             "20",
@@ -208,10 +171,10 @@ fn a_server_trickling_past_the_item_timeout_fails_the_item_cleanly() {
     let dest = tempfile::tempdir().unwrap();
     let uri = format!("http://127.0.0.1:{port}/slow.jar");
     let started = Instant::now();
-    let output = ferry_init(&[
+    let output = init::run(&[
         &uri,
         "--into",
-        s(dest.path()),
+        path_str(dest.path()),
         "--item-timeout",
         "2s",
         "--retry-delay",
@@ -236,10 +199,10 @@ fn a_server_trickling_past_the_item_timeout_fails_the_item_cleanly() {
     );
 
     // The run-wide limit holds too, and JSON output is one object per line.
-    let output = ferry_init(&[
+    let output = init::run(&[
         &uri,
         "--into",
-        s(dest.path()),
+        path_str(dest.path()),
         "--timeout",
         "1s",
         "--log-format",
@@ -279,9 +242,9 @@ fn kill_9_mid_download_then_rerun_completes_and_the_cache_stays_clean() {
     let args = [
         uri.as_str(),
         "--into",
-        s(dest.path()),
+        path_str(dest.path()),
         "--cache-dir",
-        s(cache.path()),
+        path_str(cache.path()),
     ];
     let cache_file = cache
         .path()
@@ -308,7 +271,7 @@ fn kill_9_mid_download_then_rerun_completes_and_the_cache_stays_clean() {
         "a partial file was published in the cache"
     );
 
-    let output = ferry_init(&args);
+    let output = init::run(&args);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(std::fs::read(dest.path().join("dep.jar")).unwrap() == data);
     assert!(
@@ -326,12 +289,12 @@ fn kill_9_mid_download_then_rerun_completes_and_the_cache_stays_clean() {
     // A second pod on the node: no network at all.
     let before = nginx.access_log().lines().count();
     let dest2 = tempfile::tempdir().unwrap();
-    let output = ferry_init(&[
+    let output = init::run(&[
         uri.as_str(),
         "--into",
-        s(dest2.path()),
+        path_str(dest2.path()),
         "--cache-dir",
-        s(cache.path()),
+        path_str(cache.path()),
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
@@ -369,9 +332,9 @@ fn init_containers_racing_on_one_cache_download_once_and_all_succeed() {
                 .args([
                     uri.as_str(),
                     "--into",
-                    s(d.path()),
+                    path_str(d.path()),
                     "--cache-dir",
-                    s(cache.path()),
+                    path_str(cache.path()),
                 ])
                 .env_clear()
                 .stderr(Stdio::piped())
@@ -480,13 +443,13 @@ fn evil_paths_from_a_hostile_server_are_refused_and_nothing_lands_outside() {
         let dest = work.join("dest");
         let token = work.join("token");
         std::fs::write(&token, "t").unwrap();
-        let output = ferry_init(&[
+        let output = init::run(&[
             "--server",
             &format!("http://127.0.0.1:{port}"),
             "--token-file",
-            s(&token),
+            path_str(&token),
             "--into",
-            s(&dest),
+            path_str(&dest),
             "--retries",
             "0",
             "ferry://id-01m88v47zfsgw8ma2yxqq2mvpa",
@@ -538,13 +501,13 @@ fn evil_paths_from_a_hostile_server_are_refused_and_nothing_lands_outside() {
         let dest = outside.path().join("dup");
         let token = outside.path().join("token");
         std::fs::write(&token, "t").unwrap();
-        let output = ferry_init(&[
+        let output = init::run(&[
             "--server",
             &format!("http://127.0.0.1:{port}"),
             "--token-file",
-            s(&token),
+            path_str(&token),
             "--into",
-            s(&dest),
+            path_str(&dest),
             "ferry://id-01m88v47zfsgw8ma2yxqq2mvpa",
         ]);
         stop.store(true, Ordering::Relaxed);
@@ -576,13 +539,13 @@ fn symlinks_planted_in_the_destination_are_never_followed() {
     std::fs::write(
         &plan,
         json!({"version": 1, "items": [
-            {"uri": nginx.at("/lib/a.jar"), "dest": s(dest.path()), "name": "lib/a.jar"},
-            {"uri": nginx.at("/b.jar"), "dest": s(dest.path())}
+            {"uri": nginx.at("/lib/a.jar"), "dest": path_str(dest.path()), "name": "lib/a.jar"},
+            {"uri": nginx.at("/b.jar"), "dest": path_str(dest.path())}
         ]})
         .to_string(),
     )
     .unwrap();
-    let output = ferry_init(&["--plan", s(&plan)]);
+    let output = init::run(&["--plan", path_str(&plan)]);
     let message = stderr(&output);
     // The folder link is refused; the file link is replaced, not written through.
     assert!(!output.status.success(), "{message}");

@@ -9,55 +9,14 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use ferry_core::Digest;
 use ferry_tests::api::ApiClient;
+use ferry_tests::init::{self, entries_below, path_str, stderr};
 use ferry_tests::nginx::Nginx;
+use ferry_tests::pseudo_random_bytes;
 use ferry_tests::server::FerryServer;
-use ferry_tests::{bin, pseudo_random_bytes};
 use serde_json::{Value, json};
-
-fn ferry_init(args: &[&str]) -> Output {
-    Command::new(bin("ferry-init"))
-        .args(args)
-        .env_clear()
-        .output()
-        .expect("run ferry-init")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
-}
-
-/// Every entry below `dir` (files, temp files, anything), relative, sorted.
-fn everything_below(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(at) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&at) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path.clone());
-            }
-            found.push(
-                path.strip_prefix(dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-            );
-        }
-    }
-    found.sort();
-    found
-}
 
 /// A ferry-server with one staged bundle (`jars/app.jar` = `data`), and a
 /// second bundle whose token is not this one's.
@@ -114,17 +73,17 @@ fn each_failure_gets_one_line_naming_its_uri_and_the_summary_counts_them() {
     let mismatched = format!("{}#sha256={}", nginx.at("/good.jar"), wrong_pin.hex());
     let other_bundle = format!("ferry://{}/jars/app.jar", staged.id);
     let run = |dest: &Path, format: &str| {
-        ferry_init(&[
+        init::run(&[
             "--server",
             &staged.server.url,
             "--token-file",
-            s(&wrong_token),
+            path_str(&wrong_token),
             "--retry-delay",
             "10ms",
             "--log-format",
             format,
             "--into",
-            s(dest),
+            path_str(dest),
             &ok_uri,
             &missing,
             &forbidden,
@@ -159,7 +118,7 @@ fn each_failure_gets_one_line_naming_its_uri_and_the_summary_counts_them() {
             && summary.contains("300.0 KiB received"),
         "{summary}"
     );
-    assert_eq!(everything_below(&dest), vec!["good.jar".to_string()]);
+    assert_eq!(entries_below(&dest), vec!["good.jar".to_string()]);
     assert!(std::fs::read(dest.join("good.jar")).unwrap() == good);
 
     // JSON: every line parses; the same failures and counts.
@@ -193,7 +152,7 @@ fn each_failure_gets_one_line_naming_its_uri_and_the_summary_counts_them() {
 
     // A wrong pin: named with both digests; nothing left, not even a temp file.
     let dest = work.path().join("pin");
-    let output = ferry_init(&["--into", s(&dest), &mismatched]);
+    let output = init::run(&["--into", path_str(&dest), &mismatched]);
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     let failed = failed_lines(&text);
@@ -206,13 +165,13 @@ fn each_failure_gets_one_line_naming_its_uri_and_the_summary_counts_them() {
         assert!(failed[0].contains(&needle), "no {needle} in {}", failed[0]);
     }
     assert!(
-        everything_below(&dest).is_empty(),
+        entries_below(&dest).is_empty(),
         "{:?}",
-        everything_below(&dest)
+        entries_below(&dest)
     );
 
     // A bad command line is exit 2, before any network.
-    let output = ferry_init(&[&ok_uri]);
+    let output = init::run(&[&ok_uri]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr(&output).contains("--into"));
 }
@@ -244,15 +203,15 @@ fn a_blob_corrupted_on_the_server_is_refused_naming_both_digests() {
     let uri = format!("ferry://{}/jars/app.jar", staged.id);
     let dest = work.path().join("dest");
     let cache = work.path().join("cache");
-    let output = ferry_init(&[
+    let output = init::run(&[
         "--server",
         &staged.server.url,
         "--token-file",
-        s(&token_file),
+        path_str(&token_file),
         "--cache-dir",
-        s(&cache),
+        path_str(&cache),
         "--into",
-        s(&dest),
+        path_str(&dest),
         &uri,
     ]);
     let text = stderr(&output);
@@ -268,12 +227,12 @@ fn a_blob_corrupted_on_the_server_is_refused_naming_both_digests() {
         assert!(failed[0].contains(&needle), "no {needle} in {}", failed[0]);
     }
     assert!(
-        everything_below(&dest).is_empty(),
+        entries_below(&dest).is_empty(),
         "{:?}",
-        everything_below(&dest)
+        entries_below(&dest)
     );
     // Nothing entered the cache, not even a temp file.
-    let cached: Vec<String> = everything_below(&cache)
+    let cached: Vec<String> = entries_below(&cache)
         .into_iter()
         .filter(|p| p.starts_with("sha256/") && p.matches('/').count() == 2)
         .collect();
@@ -294,7 +253,13 @@ fn a_cache_entry_written_through_a_pods_link_is_caught_and_fetched_again() {
     let cache = work.path().join("cache");
     let fetch_into = |name: &str| {
         let dest = work.path().join(name);
-        let output = ferry_init(&["--cache-dir", s(&cache), "--into", s(&dest), &uri]);
+        let output = init::run(&[
+            "--cache-dir",
+            path_str(&cache),
+            "--into",
+            path_str(&dest),
+            &uri,
+        ]);
         assert!(output.status.success(), "{}", stderr(&output));
         (dest.join("lib.jar"), stderr(&output))
     };
@@ -364,20 +329,20 @@ fn a_large_entry_lands_intact_through_the_pipelined_writer() {
             "--server",
             &staged.server.url,
             "--token-file",
-            s(&token),
+            path_str(&token),
             "--into",
-            s(&dest),
+            path_str(&dest),
         ];
         if with_cache {
-            args.extend(["--cache-dir", s(&cache)]);
+            args.extend(["--cache-dir", path_str(&cache)]);
         }
         args.push(&uri);
-        let output = ferry_init(&args);
+        let output = init::run(&args);
         assert!(output.status.success(), "{name}: {}", stderr(&output));
         assert!(
             std::fs::read(dest.join("app.jar")).unwrap() == data,
             "{name}: content differs"
         );
-        assert_eq!(everything_below(&dest), vec!["app.jar".to_string()]);
+        assert_eq!(entries_below(&dest), vec!["app.jar".to_string()]);
     }
 }
