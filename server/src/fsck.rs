@@ -5,7 +5,7 @@
 //! `--quarantine` renames damaged blobs to `quarantine/`, which readers then
 //! see as missing (a re-upload repairs them).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ferry_core::{BundleId, Digest, Sha256Hasher};
 use futures::{StreamExt, TryStreamExt};
@@ -13,7 +13,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::Serialize;
 
-use crate::store::{Store, StoreError};
+use crate::store::{BundleRecord, Pointer, Store, StoreError};
 
 /// One thing fsck found wrong.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -127,25 +127,18 @@ pub async fn fsck(store: &Store, quarantine: bool, jobs: usize) -> Result<Report
         .try_collect()
         .await
         .map_err(StoreError::from_backend)?;
-    let mut live: HashMap<BundleId, ()> = HashMap::new();
+    let mut live: HashSet<BundleId> = HashSet::new();
     for meta in bundle_objects {
         report.bundles_checked += 1;
-        let bytes = inner
-            .get(&meta.location)
-            .await
-            .map_err(StoreError::from_backend)?
-            .bytes()
-            .await
-            .map_err(StoreError::from_backend)?;
-        let record: crate::store::BundleRecord = match serde_json::from_slice(&bytes) {
+        let record = match store.read_json::<BundleRecord>(&meta.location).await {
             Ok(record) => record,
-            Err(e) => {
-                report.problems.push(Problem::CorruptBundle {
-                    path: meta.location.to_string(),
-                    reason: e.to_string(),
-                });
+            Err(StoreError::Corrupt { path, reason }) => {
+                report
+                    .problems
+                    .push(Problem::CorruptBundle { path, reason });
                 continue;
             }
+            Err(e) => return Err(e),
         };
         let bundle = record.manifest.id.to_string();
         for entry in &record.manifest.entries {
@@ -165,7 +158,7 @@ pub async fn fsck(store: &Store, quarantine: bool, jobs: usize) -> Result<Report
                 Some(_) => {}
             }
         }
-        live.insert(record.manifest.id, ());
+        live.insert(record.manifest.id);
     }
 
     for prefix in ["names", "tokens"] {
@@ -176,19 +169,11 @@ pub async fn fsck(store: &Store, quarantine: bool, jobs: usize) -> Result<Report
             .map_err(StoreError::from_backend)?;
         for meta in objects {
             report.indexes_checked += 1;
-            let bytes = inner
-                .get(&meta.location)
-                .await
-                .map_err(StoreError::from_backend)?
-                .bytes()
-                .await
-                .map_err(StoreError::from_backend)?;
-            #[derive(serde::Deserialize)]
-            struct Pointer {
-                id: BundleId,
-            }
-            let points_at_live =
-                serde_json::from_slice::<Pointer>(&bytes).is_ok_and(|p| live.contains_key(&p.id));
+            let points_at_live = match store.read_json::<Pointer>(&meta.location).await {
+                Ok(pointer) => live.contains(&pointer.id),
+                Err(StoreError::Corrupt { .. }) => false,
+                Err(e) => return Err(e),
+            };
             if !points_at_live {
                 report.dangling_indexes += 1;
             }

@@ -120,7 +120,7 @@ pub(crate) fn blob_path(digest: &Digest) -> Path {
 }
 
 /// The blob's key in the store: `blobs/sha256/<2 hex>/<64 hex>`.
-fn blob_key(digest: &Digest) -> String {
+pub(super) fn blob_key(digest: &Digest) -> String {
     let mut key = String::with_capacity(80);
     key.push_str("blobs/sha256/");
     push_hex(&mut key, &digest.as_bytes()[..1]);
@@ -350,15 +350,10 @@ where
     E: std::fmt::Display,
 {
     let mut hasher = Sha256Hasher::new();
-    loop {
-        let next = tokio::time::timeout(idle_timeout, body.next())
-            .await
-            .map_err(|_| StoreError::Stalled(idle_timeout))?;
-        let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
-        if hasher.len() + chunk.len() as u64 > limit {
-            return Err(StoreError::TooLarge { limit });
-        }
+    let mut received = 0u64;
+    while let Some(chunk) =
+        super::upload::next_chunk(&mut body, &mut received, limit, idle_timeout).await?
+    {
         hasher.update(&chunk);
         writer.put(chunk);
         writer

@@ -27,8 +27,8 @@ impl BundleRecord {
 
 /// Index entry: which bundle a name or token leads to.
 #[derive(Debug, Serialize, Deserialize)]
-struct Pointer {
-    id: BundleId,
+pub(crate) struct Pointer {
+    pub(crate) id: BundleId,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,8 @@ fn token_path(token_sha256: &str) -> Path {
 }
 
 impl Store {
-    async fn read_json<T: serde::de::DeserializeOwned>(
+    /// Reads and parses one JSON object; unparseable bytes are `Corrupt`.
+    pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
         &self,
         path: &Path,
     ) -> Result<T, StoreError> {

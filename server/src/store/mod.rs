@@ -29,6 +29,7 @@ use object_store::path::Path;
 
 pub(crate) use blobs::push_hex;
 pub use blobs::{BlobBody, Content, OpenBlob, PutOutcome};
+pub(crate) use bundles::Pointer;
 pub use bundles::{BundleRecord, CreateError};
 pub use open::open;
 

@@ -67,7 +67,7 @@ where
     let upload = root
         .join("uploads")
         .join(format!("{}#1", uuid::Uuid::new_v4()));
-    let target = root.join(super::blobs::blob_path(&expected).as_ref());
+    let target = root.join(super::blobs::blob_key(&expected));
     let (sender, receiver) = mpsc::channel(QUEUE);
     let writer = {
         let upload = upload.clone();
@@ -108,17 +108,7 @@ where
     E: std::fmt::Display,
 {
     let mut received = 0u64;
-    loop {
-        let next = tokio::time::timeout(idle_timeout, body.next())
-            .await
-            .map_err(|_| StoreError::Stalled(idle_timeout))?;
-        let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
-        received += chunk.len() as u64;
-        if received > limit {
-            linger(body).await;
-            return Err(StoreError::TooLarge { limit });
-        }
+    while let Some(chunk) = next_chunk(body, &mut received, limit, idle_timeout).await? {
         if sender.send(Message::Chunk(chunk)).await.is_err() {
             // The writer stopped on an error, which it reports itself.
             return Ok(());
@@ -126,6 +116,32 @@ where
     }
     let _ = sender.send(Message::End).await;
     Ok(())
+}
+
+/// The next chunk of an upload body, `None` at its end, with `received`
+/// counting the bytes so far. A body silent for `idle_timeout` is `Stalled`;
+/// one past `limit` bytes is `TooLarge`, after a little more of it was read.
+pub(super) async fn next_chunk<S, E>(
+    body: &mut S,
+    received: &mut u64,
+    limit: u64,
+    idle_timeout: Duration,
+) -> Result<Option<Bytes>, StoreError>
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let next = tokio::time::timeout(idle_timeout, body.next())
+        .await
+        .map_err(|_| StoreError::Stalled(idle_timeout))?;
+    let Some(chunk) = next else { return Ok(None) };
+    let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
+    *received += chunk.len() as u64;
+    if *received > limit {
+        linger(body).await;
+        return Err(StoreError::TooLarge { limit });
+    }
+    Ok(Some(chunk))
 }
 
 /// Reads and drops a little more of a refused body, so a client still
