@@ -173,6 +173,23 @@ impl FerryServer {
         format!("{}{path}", self.url)
     }
 
+    /// The `/metrics` page.
+    pub fn metrics(&self) -> String {
+        reqwest::blocking::get(self.at("/metrics"))
+            .and_then(|r| r.text())
+            .expect("GET /metrics")
+    }
+
+    /// The value of the sample printed as `name` (labels included, e.g.
+    /// `ferry_bundles_deleted_total{reason="expired"}`); 0 when absent, as
+    /// a counter nothing has touched yet.
+    pub fn metric(&self, name: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         self.child.log_text()

@@ -73,15 +73,6 @@ fn json(output: &Output) -> Value {
     })
 }
 
-fn metric(server: &FerryServer, name: &str) -> u64 {
-    reqwest::blocking::get(server.at("/metrics"))
-        .and_then(|r| r.text())
-        .expect("GET /metrics")
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// A folder of files to stage: `lib/` with two jars, one of them large
 /// enough to span many body chunks, and a top-level config file.
 fn project(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -116,13 +107,13 @@ fn stage_uploads_once_and_restage_sends_zero_bytes() {
         conf.to_str().unwrap(),
     ];
 
-    let received_before = metric(&server, "ferry_bytes_received_total");
+    let received_before = server.metric("ferry_bytes_received_total");
     let first = json(&ferry(&server, dir.path(), &stage_args));
     let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
     assert_eq!(first["uploaded"]["files"], 3);
     assert_eq!(first["uploaded"]["bytes"], total);
     assert_eq!(first["skipped"]["files"], 0);
-    let received = metric(&server, "ferry_bytes_received_total") - received_before;
+    let received = server.metric("ferry_bytes_received_total") - received_before;
     assert!(
         received >= total,
         "server received {received} bytes for {total} bytes of files"
@@ -158,10 +149,10 @@ fn stage_uploads_once_and_restage_sends_zero_bytes() {
     }
 
     // Unchanged files: a new bundle, and not one body byte on the wire.
-    let received_before = metric(&server, "ferry_bytes_received_total");
+    let received_before = server.metric("ferry_bytes_received_total");
     let second = json(&ferry(&server, dir.path(), &stage_args));
     assert_eq!(
-        metric(&server, "ferry_bytes_received_total"),
+        server.metric("ferry_bytes_received_total"),
         received_before,
         "a re-stage of unchanged files sent bytes"
     );
@@ -509,7 +500,7 @@ fn upload_cut_mid_body_is_retried_and_the_server_keeps_no_partial_blob() {
     let reader = ApiClient::new(&server.url, staged["token"].as_str());
     let body = reader.get_blob(&Digest::of(&big)).bytes().unwrap();
     assert!(body.as_ref() == big.as_slice(), "retried blob differs");
-    assert_eq!(metric(&server, "ferry_blobs_stored_total"), 1);
+    assert_eq!(server.metric("ferry_blobs_stored_total"), 1);
     let uploads = Path::new(&server.data).join("uploads");
     let leftovers: Vec<PathBuf> = std::fs::read_dir(&uploads)
         .map(|d| d.map(|e| e.unwrap().path()).collect())
@@ -551,13 +542,12 @@ fn kill_9_of_the_client_mid_upload_then_rerun_completes() {
         .unwrap();
     // Kill as soon as the server has started receiving bodies.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while metric(&server, "ferry_bytes_received_total") == 0 && std::time::Instant::now() < deadline
-    {
+    while server.metric("ferry_bytes_received_total") == 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let stored_before = metric(&server, "ferry_blobs_stored_total");
+    let stored_before = server.metric("ferry_blobs_stored_total");
 
     let rerun = json(&ferry(
         &server,
@@ -1125,5 +1115,5 @@ fn submit_without_local_dependencies_or_with_a_missing_file_says_why() {
         "{}",
         stderr(&missing)
     );
-    assert_eq!(metric(&server, "ferry_bundles_created_total"), 0);
+    assert_eq!(server.metric("ferry_bundles_created_total"), 0);
 }

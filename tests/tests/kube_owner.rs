@@ -49,15 +49,6 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-fn metric(server: &FerryServer, line_prefix: &str) -> u64 {
-    reqwest::blocking::get(server.at("/metrics"))
-        .and_then(|r| r.text())
-        .expect("GET /metrics")
-        .lines()
-        .find_map(|l| l.strip_prefix(line_prefix)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn bundles_go_when_their_pods_go_and_stay_while_one_runs() {
     let Some(kube) = KubeMock::start() else {
@@ -128,10 +119,7 @@ fn bundles_go_when_their_pods_go_and_stay_while_one_runs() {
         "a bundle without owner was deleted"
     );
     assert_eq!(
-        metric(
-            &server,
-            "ferry_bundles_deleted_total{reason=\"owner_gone\"}"
-        ),
+        server.metric("ferry_bundles_deleted_total{reason=\"owner_gone\"}"),
         2
     );
 

@@ -30,21 +30,6 @@ fn client(server: &FerryServer) -> ApiClient {
     ApiClient::new(&server.url, Some(&server.token))
 }
 
-fn metrics(server: &FerryServer) -> String {
-    reqwest::blocking::get(server.at("/metrics"))
-        .and_then(|r| r.text())
-        .expect("GET /metrics")
-}
-
-/// The value of the sample whose line starts with `name` (labels included).
-fn metric(server: &FerryServer, name: &str) -> u64 {
-    metrics(server)
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Polls `condition` until it holds or [`DEADLINE`] passes.
 fn eventually(server: &FerryServer, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;
@@ -62,9 +47,9 @@ fn eventually(server: &FerryServer, what: &str, mut condition: impl FnMut() -> b
 
 /// Waits until GC has completed `runs` more runs than now.
 fn wait_for_gc_runs(server: &FerryServer, runs: u64) {
-    let start = metric(server, "ferry_gc_runs_total");
+    let start = server.metric("ferry_gc_runs_total");
     eventually(server, "garbage collection runs", || {
-        metric(server, "ferry_gc_runs_total") >= start + runs
+        server.metric("ferry_gc_runs_total") >= start + runs
     });
 }
 
@@ -99,11 +84,11 @@ fn expired_bundle_is_deleted_and_then_its_blobs_are_swept() {
     eventually(&server, "the expired bundle's blob is swept", || {
         api.missing(&[Digest::of(&bytes)]) == vec![Digest::of(&bytes)]
     });
-    assert!(metric(&server, "ferry_bundles_deleted_total{reason=\"expired\"}") >= 1);
+    assert!(server.metric("ferry_bundles_deleted_total{reason=\"expired\"}") >= 1);
     // The blob vanishes from the store a moment before the sweep counts it.
     eventually(&server, "the sweep is counted in the metrics", || {
-        metric(&server, "ferry_gc_blobs_deleted_total") >= 1
-            && metric(&server, "ferry_gc_bytes_deleted_total") >= bytes.len() as u64
+        server.metric("ferry_gc_blobs_deleted_total") >= 1
+            && server.metric("ferry_gc_bytes_deleted_total") >= bytes.len() as u64
     });
 }
 
@@ -134,8 +119,8 @@ fn blobs_of_live_and_never_expiring_bundles_survive_gc() {
     assert_eq!(bundle_status(&api, "team-libs-2026.11"), 200);
     assert_eq!(bundle_status(&api, live["id"].as_str().unwrap()), 200);
     // The gauges reflect the last run: two bundles, two blobs.
-    assert_eq!(metric(&server, "ferry_bundles"), 2);
-    assert_eq!(metric(&server, "ferry_blobs"), 2);
+    assert_eq!(server.metric("ferry_bundles"), 2);
+    assert_eq!(server.metric("ferry_blobs"), 2);
 }
 
 #[test]
@@ -152,7 +137,7 @@ fn an_unreferenced_blob_younger_than_the_grace_period_is_kept_for_its_bundle() {
         "entries": [{"path": "late.jar", "digest": Digest::of(&bytes), "size": bytes.len()}]
     }));
     assert_eq!(response.status(), 201, "{:?}", response.text());
-    assert_eq!(metric(&server, "ferry_gc_blobs_deleted_total"), 0);
+    assert_eq!(server.metric("ferry_gc_blobs_deleted_total"), 0);
 }
 
 #[test]
@@ -186,7 +171,7 @@ fn abandoned_uploads_are_deleted_after_the_grace_period_and_fresh_ones_kept() {
         fresh.exists(),
         "an upload inside the grace period was deleted"
     );
-    assert!(metric(&server, "ferry_gc_uploads_deleted_total") >= 2);
+    assert!(server.metric("ferry_gc_uploads_deleted_total") >= 2);
 }
 
 #[test]
@@ -217,7 +202,7 @@ fn gc_running_while_uploads_and_bundles_arrive_loses_nothing() {
         "log:\n{}",
         server.log()
     );
-    assert!(metric(&server, "ferry_gc_blobs_deleted_total") >= 1);
+    assert!(server.metric("ferry_gc_blobs_deleted_total") >= 1);
 }
 
 #[test]

@@ -49,17 +49,6 @@ fn assert_no_uploads_left(server: &FerryServer) {
     );
 }
 
-fn metric(server: &FerryServer, name: &str) -> u64 {
-    let text = reqwest::blocking::get(server.at("/metrics"))
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} not in:\n{text}"))
-}
-
 /// Sends a PUT whose body stops after `sent` of `declared` bytes.
 fn start_partial_put(
     server: &FerryServer,
@@ -369,9 +358,9 @@ fn every_route_answers_its_success_path() {
             .status(),
         204
     );
-    assert_eq!(metric(&server, "ferry_bundles_created_total"), 1);
-    assert_eq!(metric(&server, "ferry_blobs_stored_total"), 1);
-    assert_eq!(metric(&server, "ferry_bytes_received_total"), 5);
+    assert_eq!(server.metric("ferry_bundles_created_total"), 1);
+    assert_eq!(server.metric("ferry_blobs_stored_total"), 1);
+    assert_eq!(server.metric("ferry_bytes_received_total"), 5);
 }
 
 #[test]
@@ -553,10 +542,7 @@ fn revoked_and_malformed_tokens_are_refused_on_every_route_and_never_echoed() {
     }
     // The kept bundle was not touched by any of that.
     assert_eq!(api.get_blob(&digest).status(), 200);
-    let metrics = reqwest::blocking::get(server.at("/metrics"))
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     let log = server.log();
     for token in [
         &server.token,

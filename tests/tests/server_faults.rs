@@ -426,19 +426,7 @@ fn kill_9_during_garbage_collection_loses_no_live_bundle() {
 
     // Kill the moment the sweep has started deleting, before it can finish.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let deleted = |server: &FerryServer| {
-        reqwest::blocking::get(server.at("/metrics"))
-            .and_then(|r| r.text())
-            .ok()
-            .and_then(|m| {
-                m.lines().find_map(|l| {
-                    l.strip_prefix("ferry_gc_blobs_deleted_total ")
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                })
-            })
-            .unwrap_or(0)
-    };
-    while deleted(&server) == 0 && Instant::now() < deadline {
+    while server.metric("ferry_gc_blobs_deleted_total") == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
     server.kill();
