@@ -68,16 +68,24 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port on 127.0.0.1")
 }
 
-/// Waits until something accepts TCP connections on `127.0.0.1:port`.
-pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+/// Polls `done` every 25 ms until it holds (true) or `limit` passes (false,
+/// after one last look).
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if done() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    false
+    done()
+}
+
+/// Waits until something accepts TCP connections on `127.0.0.1:port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
 }
 
 /// Whether this run is CI, where a missing dependency must fail the test.

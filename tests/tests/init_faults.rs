@@ -32,17 +32,6 @@ fn full_gets(nginx: &Nginx, path: &str) -> usize {
         .count()
 }
 
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 /// Size of the partial download (`.ferry-partial-*`) in `dir`, if any.
 fn partial_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
@@ -89,7 +78,7 @@ fn nginx_killed_mid_transfer_then_restarted_is_resumed_with_range() {
         .spawn()
         .unwrap();
     assert!(
-        wait_for(Duration::from_secs(15), || partial_bytes(dest.path())
+        ferry_tests::wait_until(Duration::from_secs(15), || partial_bytes(dest.path())
             > 1 << 20),
         "the download never got going"
     );
@@ -258,7 +247,7 @@ fn kill_9_mid_download_then_rerun_completes_and_the_cache_stays_clean() {
         .unwrap();
     let cache_dir = cache_file.parent().unwrap().to_path_buf();
     assert!(
-        wait_for(Duration::from_secs(15), || partial_bytes(&cache_dir)
+        ferry_tests::wait_until(Duration::from_secs(15), || partial_bytes(&cache_dir)
             > 1 << 20),
         "the download never got going"
     );

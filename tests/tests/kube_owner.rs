@@ -7,7 +7,7 @@
 
 mod kube_mock;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_tests::FerryServer;
 use ferry_tests::api::ApiClient;
@@ -35,18 +35,6 @@ fn owned_bundle(api: &ApiClient, namespace: &str, submission: &str) -> String {
         json!({"owner": {"namespace": namespace, "selector": format!("{LABEL}={submission}")}}),
     );
     staged["id"].as_str().expect("bundle id").to_owned()
-}
-
-/// Polls until `done` holds, for at most `limit`.
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    done()
 }
 
 #[test]
@@ -87,7 +75,7 @@ fn bundles_go_when_their_pods_go_and_stay_while_one_runs() {
         .to_owned();
 
     assert!(
-        wait_until(Duration::from_secs(15), || server
+        ferry_tests::wait_until(Duration::from_secs(15), || server
             .log()
             .contains("owner tracking started")),
         "the owner loop never started (pod watch not ready): {}",
@@ -98,7 +86,7 @@ fn bundles_go_when_their_pods_go_and_stay_while_one_runs() {
     kube.delete_pod("jobs", "driver-b");
     kube.set_phase("jobs", "driver-c", "Succeeded");
     assert!(
-        wait_until(Duration::from_secs(15), || !bundle_exists(&api, &b)
+        ferry_tests::wait_until(Duration::from_secs(15), || !bundle_exists(&api, &b)
             && !bundle_exists(&api, &c)),
         "bundles whose pods are gone or finished were kept: b={} c={}\n{}",
         bundle_exists(&api, &b),
@@ -126,7 +114,7 @@ fn bundles_go_when_their_pods_go_and_stay_while_one_runs() {
     // The last pod goes: its bundle follows.
     kube.delete_pod("jobs", "driver-a");
     assert!(
-        wait_until(Duration::from_secs(15), || !bundle_exists(&api, &a)),
+        ferry_tests::wait_until(Duration::from_secs(15), || !bundle_exists(&api, &a)),
         "bundle a outlived its last pod: {}",
         server.log()
     );
@@ -182,7 +170,7 @@ fn after_an_api_server_outage_the_watch_relists_and_catches_up() {
     let api = ApiClient::new(&server.url, Some(&server.token));
     let a = owned_bundle(&api, "jobs", "a");
     assert!(
-        wait_until(Duration::from_secs(15), || server
+        ferry_tests::wait_until(Duration::from_secs(15), || server
             .log()
             .contains("owner tracking started")),
         "{}",
@@ -191,7 +179,7 @@ fn after_an_api_server_outage_the_watch_relists_and_catches_up() {
 
     kube.stop();
     assert!(
-        wait_until(Duration::from_secs(15), || server
+        ferry_tests::wait_until(Duration::from_secs(15), || server
             .log()
             .contains("pod watch failed")),
         "the server did not notice the API server going away: {}",
@@ -209,7 +197,7 @@ fn after_an_api_server_outage_the_watch_relists_and_catches_up() {
     kube.create_pod("jobs", "driver-b", &[(LABEL, "b")], "Running");
     let b = owned_bundle(&api, "jobs", "b");
     assert!(
-        wait_until(Duration::from_secs(20), || !bundle_exists(&api, &a)),
+        ferry_tests::wait_until(Duration::from_secs(20), || !bundle_exists(&api, &a)),
         "bundle a was kept after the re-list showed its pod gone: {}",
         server.log()
     );
