@@ -126,19 +126,19 @@ pub fn plan(deps: &[Dependency], deps_dir: &str) -> anyhow::Result<Plan> {
                     .and_then(|n| n.to_str())
                     .with_context(|| format!("{} has no UTF-8 file name", path.display()))?
                     .to_owned();
-                (dep.kind.group(), name, Some(path))
+                use std::os::unix::fs::PermissionsExt as _;
+                let executable = meta.permissions().mode() & 0o111 != 0;
+                (dep.kind.group(), name, Some((path, executable)))
             }
             Origin::Remote(uri) => {
+                // ferry-init fetches remote jars into jars/, everything else into files/.
                 let group = if dep.kind == Kind::Jar {
+                    plan.remote_jars.push(uri);
                     "jars"
                 } else {
+                    plan.remote_files.push(uri);
                     "files"
                 };
-                if dep.kind == Kind::Jar {
-                    plan.remote_jars.push(uri);
-                } else {
-                    plan.remote_files.push(uri);
-                }
                 (group, dep.file_name(), None)
             }
         };
@@ -152,13 +152,9 @@ pub fn plan(deps: &[Dependency], deps_dir: &str) -> anyhow::Result<Plan> {
                 dep.location
             );
         }
-        if let Some(source) = origin {
+        if let Some((source, executable)) = origin {
             let path = ferry_core::EntryPath::parse(&target)
                 .with_context(|| format!("{} cannot be staged", source.display()))?;
-            use std::os::unix::fs::PermissionsExt as _;
-            let executable = std::fs::metadata(&source)
-                .map(|m| m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false);
             plan.files.push(LocalFile {
                 source,
                 path,
