@@ -1,4 +1,4 @@
-//! ferry's benchmark harness (issue 7): every figure is a ratio of ferry to
+//! ferry's benchmark harness: every figure is a ratio of ferry to
 //! what teams use today (nginx + curl/aria2c, openssl), measured side by side
 //! in the same run on the same machine.
 //!

@@ -23,7 +23,7 @@ pub enum Bound {
     AtLeast,
 }
 
-/// A goal from issue 7, on the ratio or (for memory rows) on ferry's value.
+/// A goal on the ratio or (for memory rows) on ferry's value.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Target {
     pub bound: Bound,

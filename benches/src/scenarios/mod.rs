@@ -1,4 +1,4 @@
-//! The scenarios of issue 7, one file per group. Each returns table rows
+//! The benchmark scenarios, one file per group. Each returns table rows
 //! (or an error saying why it could not run, which the report lists).
 
 use crate::Bench;
@@ -22,7 +22,7 @@ pub fn all() -> Vec<Scenario> {
     vec![
         Scenario {
             id: "server-io",
-            title: "1 GiB PUT and GET with curl: ferry-server vs nginx (issue 3)",
+            title: "1 GiB PUT and GET with curl: ferry-server vs nginx",
             run: server_io::run,
         },
         Scenario {

@@ -1,4 +1,4 @@
-//! Issue 3's first benchmark: the server alone, driven by curl. A 1 GiB
+//! The server alone, driven by curl. A 1 GiB
 //! file is PUT to `/v1/blobs/sha256:<hex>` and to nginx WebDAV, then GET to
 //! disk from each; throughputs, ratios, and ferry-server's peak RSS.
 

@@ -139,7 +139,7 @@ pub fn unchanged_large(bench: &Bench) -> anyhow::Result<Vec<Row>> {
                 .as_secs_f64())
         },
     )?;
-    // Issue 5 states the unchanged stage against an upload of the same bytes.
+    // The unchanged stage is also set against an upload of the same bytes.
     let nginx_file = bench.nginx.root.join("put/restage.bin");
     let nginx_url = format!("{}/put/restage.bin", bench.nginx.url);
     let (ferry_again, curl) = bench.side_by_side(
