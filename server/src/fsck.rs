@@ -9,11 +9,9 @@ use std::collections::{HashMap, HashSet};
 
 use ferry_core::{BundleId, Digest, Sha256Hasher};
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStoreExt;
-use object_store::path::Path;
 use serde::Serialize;
 
-use crate::store::{BundleRecord, Pointer, Store, StoreError};
+use crate::store::{BlobInfo, BundleRecord, Pointer, Prefix, Store, StoreError};
 
 /// One thing fsck found wrong.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -68,69 +66,89 @@ impl Report {
 
 /// Checks the whole store; with `quarantine`, moves corrupt blobs aside.
 pub async fn fsck(store: &Store, quarantine: bool, jobs: usize) -> Result<Report, StoreError> {
-    let inner = store.object_store().clone();
     let mut report = Report::default();
-
-    let blobs: Vec<_> = inner
-        .list(Some(&Path::from("blobs")))
-        .try_collect()
-        .await
-        .map_err(StoreError::from_backend)?;
-    let mut sizes: HashMap<Digest, u64> = HashMap::with_capacity(blobs.len());
-    let checks = futures::stream::iter(blobs)
-        .map(|meta| {
-            let store = store.clone();
-            async move {
-                let name = meta.location.filename().unwrap_or_default().to_owned();
-                let Ok(digest) = Digest::from_hex(&name) else {
-                    return Ok::<_, StoreError>((meta, None));
-                };
-                let mut body = store.get_blob(&digest, None).await?.into_stream();
-                let mut hasher = Sha256Hasher::new();
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
-                    hasher.update(&chunk);
-                }
-                Ok((meta, Some((digest, hasher.finish()))))
-            }
-        })
-        .buffer_unordered(jobs.max(1));
-    let results: Vec<_> = checks.try_collect().await?;
-    for (meta, checked) in results {
-        report.blobs_checked += 1;
-        report.bytes_checked += meta.size;
-        match checked {
-            None => report.problems.push(Problem::StrayBlobObject {
-                path: meta.location.to_string(),
-            }),
-            Some((digest, actual)) if actual == digest => {
-                sizes.insert(digest, meta.size);
-            }
-            Some((digest, actual)) => {
-                let mut quarantined = false;
-                if quarantine {
-                    let target = Path::from(format!("quarantine/{}", digest.hex()));
-                    quarantined = inner.rename(&meta.location, &target).await.is_ok();
-                }
-                tracing::error!(path = %meta.location, %actual, quarantined, "corrupt blob");
-                report.problems.push(Problem::CorruptBlob {
-                    path: meta.location.to_string(),
-                    actual: actual.to_string(),
-                    quarantined,
-                });
+    let sizes = check_blobs(store, quarantine, jobs, &mut report).await?;
+    let live = check_bundles(store, &sizes, &mut report).await?;
+    for prefix in [Prefix::Names, Prefix::Tokens] {
+        for key in store.list_keys(prefix).await? {
+            report.indexes_checked += 1;
+            let points_at_live = match store.read_json::<Pointer>(&key).await {
+                Ok(pointer) => live.contains(&pointer.id),
+                Err(StoreError::Corrupt { .. }) => false,
+                Err(e) => return Err(e),
+            };
+            if !points_at_live {
+                report.dangling_indexes += 1;
             }
         }
     }
+    report.uploads_in_flight = store.list_uploads().await?.len() as u64;
+    Ok(report)
+}
 
-    let bundle_objects: Vec<_> = inner
-        .list(Some(&Path::from("bundles")))
+/// Re-hashes every blob, `jobs` at a time; returns the sizes of the sound ones.
+async fn check_blobs(
+    store: &Store,
+    quarantine: bool,
+    jobs: usize,
+    report: &mut Report,
+) -> Result<HashMap<Digest, u64>, StoreError> {
+    let listing = store.list_blobs().await?;
+    for stray in &listing.strays {
+        report.blobs_checked += 1;
+        report.bytes_checked += stray.size;
+        report.problems.push(Problem::StrayBlobObject {
+            path: stray.key.to_string(),
+        });
+    }
+    let mut sizes: HashMap<Digest, u64> = HashMap::with_capacity(listing.blobs.len());
+    let results: Vec<Option<(BlobInfo, Digest)>> = futures::stream::iter(listing.blobs)
+        .map(|blob| async move {
+            let mut body = match store.get_blob(&blob.digest, None).await {
+                Ok(body) => body.into_stream(),
+                // Deleted since the listing (GC runs alongside): not damage.
+                Err(StoreError::NotFound) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let mut hasher = Sha256Hasher::new();
+            while let Some(chunk) = body.next().await {
+                hasher.update(&chunk.map_err(StoreError::from_io)?);
+            }
+            Ok::<_, StoreError>(Some((blob, hasher.finish())))
+        })
+        .buffer_unordered(jobs.max(1))
         .try_collect()
-        .await
-        .map_err(StoreError::from_backend)?;
+        .await?;
+    for (blob, actual) in results.into_iter().flatten() {
+        report.blobs_checked += 1;
+        report.bytes_checked += blob.size;
+        if actual == blob.digest {
+            sizes.insert(blob.digest, blob.size);
+            continue;
+        }
+        let path = crate::store::layout::blob(&blob.digest).to_string();
+        let quarantined = quarantine && store.quarantine_blob(&blob.digest).await.is_ok();
+        tracing::error!(%path, %actual, quarantined, "corrupt blob");
+        report.problems.push(Problem::CorruptBlob {
+            path,
+            actual: actual.to_string(),
+            quarantined,
+        });
+    }
+    Ok(sizes)
+}
+
+/// Checks every bundle record parses and that its blobs are there at the
+/// sizes it says; returns the ids of the bundles that parse.
+async fn check_bundles(
+    store: &Store,
+    sizes: &HashMap<Digest, u64>,
+    report: &mut Report,
+) -> Result<HashSet<BundleId>, StoreError> {
     let mut live: HashSet<BundleId> = HashSet::new();
-    for meta in bundle_objects {
+    for key in store.list_keys(Prefix::Bundles).await? {
         report.bundles_checked += 1;
-        let record = match store.read_json::<BundleRecord>(&meta.location).await {
+        let record = match store.read_json::<BundleRecord>(&key).await {
             Ok(record) => record,
             Err(StoreError::Corrupt { path, reason }) => {
                 report
@@ -160,30 +178,5 @@ pub async fn fsck(store: &Store, quarantine: bool, jobs: usize) -> Result<Report
         }
         live.insert(record.manifest.id);
     }
-
-    for prefix in ["names", "tokens"] {
-        let objects: Vec<_> = inner
-            .list(Some(&Path::from(prefix)))
-            .try_collect()
-            .await
-            .map_err(StoreError::from_backend)?;
-        for meta in objects {
-            report.indexes_checked += 1;
-            let points_at_live = match store.read_json::<Pointer>(&meta.location).await {
-                Ok(pointer) => live.contains(&pointer.id),
-                Err(StoreError::Corrupt { .. }) => false,
-                Err(e) => return Err(e),
-            };
-            if !points_at_live {
-                report.dangling_indexes += 1;
-            }
-        }
-    }
-
-    report.uploads_in_flight = inner
-        .list(Some(&Path::from("uploads")))
-        .try_fold(0u64, |n, _| async move { Ok(n + 1) })
-        .await
-        .map_err(StoreError::from_backend)?;
-    Ok(report)
+    Ok(live)
 }

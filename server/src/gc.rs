@@ -34,10 +34,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ferry_core::Digest;
 use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt};
 
 use crate::api::AppState;
+pub use crate::store::BlobInfo;
 use crate::store::{BundleRecord, Store, StoreError};
 
 /// Garbage-collection flags, flattened into the server's [`crate::Args`].
@@ -86,14 +85,6 @@ pub struct GcReport {
     pub uploads_deleted: u64,
 }
 
-/// A stored blob as a listing shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobInfo {
-    pub digest: Digest,
-    pub size: u64,
-    pub last_modified: DateTime<Utc>,
-}
-
 /// The bundles whose TTL has passed at `now`.
 pub fn expired_bundles(records: &[BundleRecord], now: DateTime<Utc>) -> Vec<&BundleRecord> {
     records.iter().filter(|r| r.is_expired(now)).collect()
@@ -126,21 +117,6 @@ pub fn blobs_to_sweep<'a>(
         .iter()
         .filter(|b| !marked.contains(&b.digest) && is_past_grace(b.last_modified, now, grace))
         .collect()
-}
-
-/// The digest a blob object's path names (`blobs/sha256/<2 hex>/<64 hex>`).
-pub fn digest_of_blob_path(path: &Path) -> Option<Digest> {
-    let parts: Vec<_> = path.parts().collect();
-    match parts.as_slice() {
-        [blobs, algorithm, shard, hex]
-            if blobs.as_ref() == "blobs"
-                && algorithm.as_ref() == "sha256"
-                && hex.as_ref().starts_with(shard.as_ref()) =>
-        {
-            Digest::from_hex(hex.as_ref()).ok()
-        }
-        _ => None,
-    }
 }
 
 /// Runs the collector every `config.interval` until `shutdown` resolves.
@@ -246,101 +222,31 @@ pub async fn collect(state: &AppState, grace: Duration) -> Result<GcReport, Stor
 }
 
 async fn list_blobs(store: &Store) -> Result<Vec<BlobInfo>, StoreError> {
-    let metas: Vec<ObjectMeta> = store
-        .object_store()
-        .list(Some(&Path::from("blobs")))
-        .try_collect()
-        .await
-        .map_err(StoreError::from_backend)?;
-    Ok(metas
-        .into_iter()
-        .filter_map(|meta| match digest_of_blob_path(&meta.location) {
-            Some(digest) => Some(BlobInfo {
-                digest,
-                size: meta.size,
-                last_modified: meta.last_modified,
-            }),
-            None => {
-                // Not ours to delete: fsck reports it.
-                tracing::debug!(path = %meta.location, "object under blobs/ is not a blob; left alone");
-                None
-            }
-        })
-        .collect())
+    let listing = store.list_blobs().await?;
+    for stray in &listing.strays {
+        // Not ours to delete: fsck reports it.
+        tracing::debug!(key = %stray.key, "object under blobs/ is not a blob; left alone");
+    }
+    Ok(listing.blobs)
 }
 
-/// Deletes `uploads/` objects older than `grace`; returns how many.
+/// Deletes uploads older than `grace`; returns how many. An upload still
+/// being written has a fresh modification time and is kept.
 async fn sweep_uploads(store: &Store, grace: Duration) -> Result<u64, StoreError> {
-    if let Some(root) = store.local_root() {
-        // The local backend stages multipart parts as `uploads/<uuid>#<n>`,
-        // which its listing hides, so walk the directory itself. An upload
-        // still being written has a fresh mtime and is kept.
-        let dir = root.join("uploads");
-        return tokio::task::spawn_blocking(move || sweep_local_uploads(&dir, grace))
-            .await
-            .map_err(|e| StoreError::Body(format!("upload sweep task failed: {e}")))?;
-    }
     let now = Utc::now();
-    let old: Vec<Path> = store
-        .object_store()
-        .list(Some(&Path::from("uploads")))
-        .try_filter_map(|meta| async move {
-            Ok(is_past_grace(meta.last_modified, now, grace).then_some(meta.location))
-        })
-        .try_collect()
-        .await
-        .map_err(StoreError::from_backend)?;
+    let mut old = store.list_uploads().await?;
+    old.retain(|upload| is_past_grace(upload.last_modified, now, grace));
     let count = old.len() as u64;
     futures::stream::iter(old)
-        .map(|path| async move {
-            match store.object_store().delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
-                    tracing::info!(%path, "abandoned upload deleted");
-                    Ok(())
-                }
-                Err(e) => Err(StoreError::from_backend(e)),
-            }
+        .map(|upload| async move {
+            store.delete_upload(&upload.key).await?;
+            tracing::info!(key = %upload.key, "abandoned upload deleted");
+            Ok::<_, StoreError>(())
         })
         .buffer_unordered(8)
         .try_collect::<()>()
         .await?;
     Ok(count)
-}
-
-fn sweep_local_uploads(dir: &std::path::Path, grace: Duration) -> Result<u64, StoreError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(local_error(e)),
-    };
-    let now = Utc::now();
-    let mut count = 0;
-    for entry in entries {
-        let entry = entry.map_err(local_error)?;
-        let Ok(meta) = entry.metadata() else { continue };
-        let Ok(modified) = meta.modified() else {
-            continue;
-        };
-        if !meta.is_file() || !is_past_grace(DateTime::<Utc>::from(modified), now, grace) {
-            continue;
-        }
-        match std::fs::remove_file(entry.path()) {
-            Ok(()) => {
-                tracing::info!(path = %entry.path().display(), "abandoned upload deleted");
-                count += 1;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(local_error(e)),
-        }
-    }
-    Ok(count)
-}
-
-fn local_error(e: std::io::Error) -> StoreError {
-    StoreError::Backend(object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: Box::new(e),
-    })
 }
 
 #[cfg(test)]
@@ -354,6 +260,7 @@ mod tests {
     use super::*;
     use crate::auth::{Authenticator, UploadAuth};
     use crate::metrics::Metrics;
+    use crate::store::{BodyLimits, ObjectStoreBackend};
 
     fn record(digests: &[Digest], expires_at: Option<DateTime<Utc>>) -> BundleRecord {
         let created_at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
@@ -434,29 +341,12 @@ mod tests {
         assert!(!is_past_grace(at(0), at(100), Duration::from_secs(100)));
     }
 
-    #[test]
-    fn blob_paths_parse_and_strangers_are_left_alone() {
-        let d = Digest::of(b"x");
-        let hex = d.hex();
-        let path = Path::from(format!("blobs/sha256/{}/{hex}", &hex[..2]));
-        assert_eq!(digest_of_blob_path(&path), Some(d));
-        assert_eq!(
-            digest_of_blob_path(&Path::from(format!("blobs/sha256/zz/{hex}"))),
-            None
-        );
-        assert_eq!(
-            digest_of_blob_path(&Path::from("blobs/sha256/ab/notes.txt")),
-            None
-        );
-        assert_eq!(
-            digest_of_blob_path(&Path::from(format!("uploads/{hex}"))),
-            None
-        );
-    }
-
     fn memory_state() -> Arc<AppState> {
         Arc::new(AppState {
-            store: Store::new(Arc::new(InMemory::new()), None, "memory".into()),
+            store: Store::new(Arc::new(ObjectStoreBackend::new(
+                Arc::new(InMemory::new()),
+                "memory",
+            ))),
             auth: Authenticator::new(UploadAuth::Disabled),
             metrics: Arc::new(Metrics::default()),
             limits: crate::api::Limits::default(),
@@ -473,9 +363,11 @@ mod tests {
             store
                 .put_blob(
                     Digest::of(bytes),
-                    futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]),
-                    1 << 20,
-                    Duration::from_secs(5),
+                    futures::stream::iter([Ok(bytes::Bytes::from(bytes))]).boxed(),
+                    BodyLimits {
+                        max_bytes: 1 << 20,
+                        idle_timeout: Duration::from_secs(5),
+                    },
                 )
                 .await
                 .unwrap();

@@ -16,7 +16,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::Serialize;
 
 use super::{ApiError, SharedState, parse_json};
-use crate::store::{Content, PutOutcome, StoreError, push_hex};
+use crate::store::layout::push_hex;
+use crate::store::{BodyLimits, Content, PutOutcome, StoreError};
 
 fn parse_digest(text: &str) -> Result<Digest, ApiError> {
     text.parse()
@@ -72,23 +73,20 @@ pub(super) async fn put(
         return Err(StoreError::TooLarge { limit }.into());
     }
     let metrics = state.metrics.clone();
-    let stream = body.into_data_stream().map(move |chunk| {
-        if let Ok(bytes) = &chunk {
+    let stream = body.into_data_stream().map(move |chunk| match chunk {
+        Ok(bytes) => {
             metrics
                 .bytes_received
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            Ok(bytes)
         }
-        chunk
+        Err(e) => Err(std::io::Error::other(e)),
     });
-    let outcome = state
-        .store
-        .put_blob(
-            digest,
-            Box::pin(stream),
-            limit,
-            state.limits.body_idle_timeout,
-        )
-        .await;
+    let limits = BodyLimits {
+        max_bytes: limit,
+        idle_timeout: state.limits.body_idle_timeout,
+    };
+    let outcome = state.store.put_blob(digest, stream.boxed(), limits).await;
     match outcome {
         Ok(PutOutcome::Created(size)) => {
             state.metrics.blobs_stored.fetch_add(1, Ordering::Relaxed);

@@ -136,6 +136,11 @@ impl ApiError {
         Self::new(ErrorCode::NotFound, message)
     }
 
+    /// A failure of the server's own, logged where it was turned into this.
+    pub fn internal() -> Self {
+        Self::new(ErrorCode::Internal, "internal error; see the server log")
+    }
+
     pub fn missing_blobs(missing: Vec<Digest>) -> Self {
         let mut error = Self::new(
             ErrorCode::MissingBlobs,
@@ -200,7 +205,16 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Corrupt { path, reason } => {
                 tracing::error!(%path, %reason, "corrupt record in store");
-                Self::new(ErrorCode::Internal, "internal error; see the server log")
+                Self::internal()
+            }
+            // Conflicts the store layer resolves itself; one that gets this
+            // far is the server's own failure, as are the rest.
+            error @ (StoreError::AlreadyExists { .. }
+            | StoreError::VersionMismatch { .. }
+            | StoreError::Unsupported(_)
+            | StoreError::Internal(_)) => {
+                tracing::error!(%error, "internal failure");
+                Self::internal()
             }
         }
     }

@@ -1,13 +1,15 @@
-//! Bundle records and the name and token indexes that lead to them.
+//! Bundle records and the name and token indexes that lead to them, as
+//! small JSON objects.
 
 use chrono::Utc;
 use ferry_core::api::Manifest;
 use ferry_core::{BundleId, BundleName, BundleRef};
 use futures::stream::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use super::backend::WriteMode;
+use super::layout::{self, Prefix};
 use super::{Store, StoreError};
 
 /// What the store keeps of a bundle: its manifest and the sha256 of its read
@@ -39,73 +41,33 @@ pub enum CreateError {
     Store(#[from] StoreError),
 }
 
-fn bundle_path(id: &BundleId) -> Path {
-    Path::from(format!("bundles/{id}.json"))
-}
-
-fn name_path(name: &BundleName) -> Path {
-    Path::from(format!("names/{name}.json"))
-}
-
-fn token_path(token_sha256: &str) -> Path {
-    Path::from(format!("tokens/{token_sha256}.json"))
-}
-
 impl Store {
     /// Reads and parses one JSON object; unparseable bytes are `Corrupt`.
     pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
         &self,
-        path: &Path,
+        key: &Path,
     ) -> Result<T, StoreError> {
-        let bytes = self
-            .inner
-            .get(path)
-            .await
-            .map_err(StoreError::from_backend)?
-            .bytes()
-            .await
-            .map_err(StoreError::from_backend)?;
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-            path: path.to_string(),
+        let object = self.backend.read_object(key).await?;
+        serde_json::from_slice(&object.bytes).map_err(|e| StoreError::Corrupt {
+            path: key.to_string(),
             reason: e.to_string(),
         })
     }
 
     async fn write_json<T: Serialize>(
         &self,
-        path: &Path,
+        key: &Path,
         value: &T,
-        mode: PutMode,
+        mode: WriteMode,
     ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
-            path: path.to_string(),
+            path: key.to_string(),
             reason: e.to_string(),
         })?;
-        let payload = PutPayload::from(bytes);
-        let result = self
-            .inner
-            .put_opts(path, payload.clone(), PutOptions::from(mode.clone()))
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Some S3-compatible stores lack conditional PUT: check, then write.
-            Err(object_store::Error::NotImplemented { .. }) if mode == PutMode::Create => {
-                match self.inner.head(path).await {
-                    Ok(_) => Err(StoreError::Backend(object_store::Error::AlreadyExists {
-                        path: path.to_string(),
-                        source: "exists".into(),
-                    })),
-                    Err(object_store::Error::NotFound { .. }) => self
-                        .inner
-                        .put(path, payload)
-                        .await
-                        .map(|_| ())
-                        .map_err(StoreError::from_backend),
-                    Err(e) => Err(StoreError::from_backend(e)),
-                }
-            }
-            Err(e) => Err(StoreError::from_backend(e)),
-        }
+        self.backend
+            .write_object(key, bytes.into(), mode)
+            .await
+            .map(|_| ())
     }
 
     /// Stores a new bundle: name index (refused if the name is held by a live
@@ -115,16 +77,15 @@ impl Store {
         let id = &record.manifest.id;
         if let Some(name) = &record.manifest.name {
             let pointer = Pointer { id: id.clone() };
-            match self
-                .write_json(&name_path(name), &pointer, PutMode::Create)
-                .await
-            {
+            let key = layout::name(name);
+            match self.write_json(&key, &pointer, WriteMode::Create).await {
                 Ok(()) => {}
-                Err(StoreError::Backend(object_store::Error::AlreadyExists { .. })) => {
-                    // A name whose bundle is gone or expired may be taken over.
+                Err(StoreError::AlreadyExists { .. }) => {
+                    // A name whose bundle is gone or expired may be taken
+                    // over: the one object that is ever rewritten.
                     match self.get_bundle(&BundleRef::Name(name.clone())).await {
                         Err(StoreError::NotFound) => {
-                            self.write_json(&name_path(name), &pointer, PutMode::Overwrite)
+                            self.write_json(&key, &pointer, WriteMode::Overwrite)
                                 .await?;
                         }
                         Ok(_) => return Err(CreateError::NameTaken(name.clone())),
@@ -136,12 +97,12 @@ impl Store {
         }
         let pointer = Pointer { id: id.clone() };
         self.write_json(
-            &token_path(&record.token_sha256),
+            &layout::token(&record.token_sha256),
             &pointer,
-            PutMode::Overwrite,
+            WriteMode::Overwrite,
         )
         .await?;
-        self.write_json(&bundle_path(id), record, PutMode::Overwrite)
+        self.write_json(&layout::bundle(id), record, WriteMode::Overwrite)
             .await?;
         Ok(())
     }
@@ -150,9 +111,9 @@ impl Store {
     pub async fn get_bundle(&self, bundle: &BundleRef) -> Result<BundleRecord, StoreError> {
         let id = match bundle {
             BundleRef::Id(id) => id.clone(),
-            BundleRef::Name(name) => self.read_json::<Pointer>(&name_path(name)).await?.id,
+            BundleRef::Name(name) => self.read_json::<Pointer>(&layout::name(name)).await?.id,
         };
-        let record: BundleRecord = self.read_json(&bundle_path(&id)).await?;
+        let record: BundleRecord = self.read_json(&layout::bundle(&id)).await?;
         if record.is_expired(Utc::now()) {
             return Err(StoreError::NotFound);
         }
@@ -168,22 +129,17 @@ impl Store {
     /// The id of the bundle whose token hashes to `token_sha256`.
     pub async fn bundle_for_token(&self, token_sha256: &str) -> Result<BundleId, StoreError> {
         Ok(self
-            .read_json::<Pointer>(&token_path(token_sha256))
+            .read_json::<Pointer>(&layout::token(token_sha256))
             .await?
             .id)
     }
 
     /// Every stored bundle record, expired ones included (the caller filters).
     pub async fn list_bundles(&self) -> Result<Vec<BundleRecord>, StoreError> {
-        let metas: Vec<_> = self
-            .inner
-            .list(Some(&Path::from("bundles")))
-            .try_collect()
-            .await
-            .map_err(StoreError::from_backend)?;
-        futures::stream::iter(metas)
-            .map(|meta| async move {
-                match self.read_json::<BundleRecord>(&meta.location).await {
+        let keys = self.list_keys(Prefix::Bundles).await?;
+        futures::stream::iter(keys)
+            .map(|key| async move {
+                match self.read_json::<BundleRecord>(&key).await {
                     Ok(record) => Ok(Some(record)),
                     // Deleted between list and read.
                     Err(StoreError::NotFound) => Ok(None),
@@ -200,16 +156,16 @@ impl Store {
     /// reader), then the indexes that led to it.
     pub async fn delete_bundle(&self, record: &BundleRecord) -> Result<(), StoreError> {
         let id = &record.manifest.id;
-        match self.inner.delete(&bundle_path(id)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(StoreError::from_backend(e)),
-        }
-        let _ = self.inner.delete(&token_path(&record.token_sha256)).await;
+        self.backend.delete_object(&layout::bundle(id)).await?;
+        let _ = self
+            .backend
+            .delete_object(&layout::token(&record.token_sha256))
+            .await;
         if let Some(name) = &record.manifest.name
-            && let Ok(pointer) = self.read_json::<Pointer>(&name_path(name)).await
+            && let Ok(pointer) = self.read_json::<Pointer>(&layout::name(name)).await
             && &pointer.id == id
         {
-            let _ = self.inner.delete(&name_path(name)).await;
+            let _ = self.backend.delete_object(&layout::name(name)).await;
         }
         Ok(())
     }

@@ -1,150 +1,186 @@
-//! Storage: blobs by digest, bundle records, name and token indexes, all as
-//! objects in one `object_store` (local disk by default, or a cloud bucket).
+//! Storage: blobs by digest, bundle records, name and token indexes, kept
+//! by one [`Backend`]: a local data directory ([`LocalBackend`], the
+//! default) or any `object_store` bucket ([`ObjectStoreBackend`]). The keys
+//! are the same on both ([`layout`]).
 //!
-//! Layout under the store's root:
-//!
-//! | object | content |
-//! |---|---|
-//! | `blobs/sha256/<2 hex>/<64 hex>` | blob bytes, visible only once verified |
-//! | `uploads/<uuid>` | an upload in flight; renamed into `blobs/` when its digest checks out |
-//! | `bundles/<id>.json` | a bundle record: manifest plus the hash of its read token |
-//! | `names/<name>.json` | `{"id": ...}`: which bundle a name points to |
-//! | `tokens/<sha256 of token>.json` | `{"id": ...}`: which bundle a read token opens |
-//!
-//! Every object is immutable once written, so several stateless replicas can
-//! serve one bucket.
+//! Blobs, bundle records and token indexes are written once and never
+//! changed (a blob only under its verified digest; a record and a token
+//! index under fresh ids), until GC deletes them. The one object that is
+//! rewritten is a name index, `names/<name>.json`, when a new bundle takes
+//! over a name whose bundle expired or was deleted. That is why several
+//! stateless replicas can serve one bucket.
 
-mod blobs;
+mod backend;
+mod body;
 mod bundles;
-mod chunks;
+#[cfg(any(test, feature = "conformance"))]
+#[doc(hidden)]
+pub mod conformance;
+mod error;
+pub mod layout;
+mod local;
+mod object;
 mod open;
-mod small;
-mod upload;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use object_store::ObjectStore;
+use chrono::{DateTime, Utc};
+use ferry_core::Digest;
+use ferry_core::range::ByteRange;
+use futures::stream::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 
-pub(crate) use blobs::push_hex;
-pub use blobs::{BlobBody, Content, OpenBlob, PutOutcome};
+pub use backend::{
+    Backend, BlobBody, BodyLimits, Content, Object, ObjectInfo, OpenBlob, PutOutcome, ReadBlob,
+    UploadBody, Version, WriteMode,
+};
 pub(crate) use bundles::Pointer;
 pub use bundles::{BundleRecord, CreateError};
-pub use open::open;
+pub use error::StoreError;
+pub use layout::Prefix;
+pub use local::LocalBackend;
+pub use object::ObjectStoreBackend;
+pub use open::{OpenError, open};
 
-/// Errors of the storage layer that callers branch on.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("not found")]
-    NotFound,
-    #[error("digest mismatch: expected {expected}, received {actual}")]
-    DigestMismatch {
-        expected: ferry_core::Digest,
-        actual: ferry_core::Digest,
-    },
-    #[error("body exceeds the limit of {limit} bytes")]
-    TooLarge { limit: u64 },
-    #[error("body ended after {received} of {expected} bytes")]
-    Truncated { expected: u64, received: u64 },
-    #[error("client stopped sending for {0:?}")]
-    Stalled(std::time::Duration),
-    #[error("client connection failed mid-body: {0}")]
-    Body(String),
-    #[error("storage is full: {0}")]
-    Full(String),
-    #[error("storage error: {0}")]
-    Backend(#[from] object_store::Error),
-    #[error("corrupt record {path}: {reason}")]
-    Corrupt { path: String, reason: String },
+/// A stored blob as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
 }
 
-impl StoreError {
-    /// Classifies an `object_store` error: not-found and disk-full are
-    /// answers a client can act on, the rest are backend failures.
-    pub fn from_backend(error: object_store::Error) -> Self {
-        if matches!(error, object_store::Error::NotFound { .. }) {
-            return Self::NotFound;
-        }
-        if is_storage_full(&error) {
-            return Self::Full(error.to_string());
-        }
-        Self::Backend(error)
-    }
-}
-
-fn is_storage_full(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && (matches!(
-                io.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            ) || matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
-        {
-            return true;
-        }
-        if e.to_string().contains("No space left on device") {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+/// What is under `blobs/`: the blobs, and objects that are not blobs
+/// (never deleted by GC; fsck reports them).
+#[derive(Debug, Default)]
+pub struct BlobListing {
+    pub blobs: Vec<BlobInfo>,
+    pub strays: Vec<ObjectInfo>,
 }
 
 /// The store every route reads and writes.
 #[derive(Debug, Clone)]
 pub struct Store {
-    inner: Arc<dyn ObjectStore>,
-    /// For local data: the directory objects live under, so blob reads can
-    /// stream from the file directly with large buffers.
-    local_root: Option<PathBuf>,
-    /// Multipart chunk size for uploads.
-    chunk_size: usize,
-    /// Small local blobs read recently.
-    small: Arc<small::SmallBlobs>,
-    /// Human description (`/srv/ferry-data`, `s3://bucket/prefix`).
-    description: String,
+    backend: Arc<dyn Backend>,
 }
 
 impl Store {
-    pub fn new(
-        inner: Arc<dyn ObjectStore>,
-        local_root: Option<PathBuf>,
-        description: String,
-    ) -> Self {
-        let chunk_size = if local_root.is_some() {
-            1 << 20
-        } else {
-            8 << 20
-        };
-        Self {
-            inner,
-            local_root,
-            chunk_size,
-            small: Arc::default(),
-            description,
-        }
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self { backend }
     }
 
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// For people: `/srv/ferry-data`, `s3://bucket/prefix`.
     pub fn description(&self) -> &str {
-        &self.description
+        self.backend.description()
     }
 
-    pub fn local_root(&self) -> Option<&std::path::Path> {
-        self.local_root.as_deref()
-    }
-
-    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
-        &self.inner
-    }
-
-    /// Whether the backend answers: a HEAD of an object that need not exist.
+    /// Whether the backend answers.
     pub async fn is_reachable(&self) -> Result<(), StoreError> {
-        use object_store::ObjectStoreExt;
-        match self.inner.head(&Path::from("readyz-probe")).await {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(StoreError::Backend(e)),
+        self.backend.probe().await
+    }
+
+    /// The digests among `digests` that are not stored, in the order given.
+    pub async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, StoreError> {
+        let found: Vec<(Digest, bool)> = futures::stream::iter(digests.iter().copied())
+            .map(|digest| async move {
+                match self.blob_size(&digest).await {
+                    Ok(_) => Ok((digest, true)),
+                    Err(StoreError::NotFound) => Ok((digest, false)),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffered(32)
+            .try_collect()
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(d, present)| (!present).then_some(d))
+            .collect())
+    }
+
+    /// Size of a stored blob.
+    pub async fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError> {
+        self.backend.blob_size(digest).await
+    }
+
+    /// Stores the body as blob `expected` if its bytes hash to it; any
+    /// failure keeps nothing (see [`Backend::put_blob`]).
+    pub async fn put_blob(
+        &self,
+        expected: Digest,
+        body: UploadBody<'_>,
+        limits: BodyLimits,
+    ) -> Result<PutOutcome, StoreError> {
+        self.backend.put_blob(expected, body, limits).await
+    }
+
+    /// Opens blob `digest` for reading; its size is known before any byte
+    /// is read, so a caller can answer conditional and range requests first.
+    pub async fn open_blob(&self, digest: &Digest) -> Result<OpenBlob, StoreError> {
+        self.backend.open_blob(digest).await
+    }
+
+    /// Streams blob `digest`, or the `range` of it.
+    pub async fn get_blob(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<BlobBody, StoreError> {
+        self.open_blob(digest).await?.read(range).await
+    }
+
+    /// Deletes a blob (garbage collection only).
+    pub async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        self.backend.delete_blob(digest).await
+    }
+
+    /// Moves a damaged blob to `quarantine/`, where no reader looks.
+    pub async fn quarantine_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        self.backend
+            .rename(&layout::blob(digest), &layout::quarantine(digest))
+            .await
+    }
+
+    /// Everything under `blobs/`, sorted into blobs and strays.
+    pub async fn list_blobs(&self) -> Result<BlobListing, StoreError> {
+        let mut listing = BlobListing::default();
+        for object in self.backend.list(Prefix::Blobs).await? {
+            match layout::digest_of_blob(&object.key) {
+                Some(digest) => listing.blobs.push(BlobInfo {
+                    digest,
+                    size: object.size,
+                    last_modified: object.last_modified,
+                }),
+                None => listing.strays.push(object),
+            }
         }
+        Ok(listing)
+    }
+
+    /// Uploads in flight, or abandoned by a crash.
+    pub async fn list_uploads(&self) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut uploads = self.backend.list(Prefix::Uploads).await?;
+        uploads.retain(|upload| layout::upload_id(&upload.key).is_some());
+        Ok(uploads)
+    }
+
+    /// Deletes an upload a listing showed (garbage collection only).
+    pub async fn delete_upload(&self, key: &Path) -> Result<(), StoreError> {
+        self.backend.delete_object(key).await
+    }
+
+    /// The keys of every object under `prefix`.
+    pub async fn list_keys(&self, prefix: Prefix) -> Result<Vec<Path>, StoreError> {
+        Ok(self
+            .backend
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|object| object.key)
+            .collect())
     }
 }

@@ -6,11 +6,10 @@ use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
-use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, RetryConfig};
 
-use super::Store;
+use super::{LocalBackend, ObjectStoreBackend, Store};
 
 /// Why `--data` could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +69,7 @@ pub fn open(data: &str) -> Result<Store, OpenError> {
     } else {
         Arc::new(PrefixStore::new(store, prefix))
     };
-    Ok(Store::new(store, None, data.to_owned()))
+    Ok(Store::new(Arc::new(ObjectStoreBackend::new(store, data))))
 }
 
 /// Retries that ride out a blip but surface an outage to clients (as `503`)
@@ -90,12 +89,6 @@ fn open_local(path: &str) -> Result<Store, OpenError> {
     };
     std::fs::create_dir_all(path).map_err(local_error)?;
     let root = std::fs::canonicalize(path).map_err(local_error)?;
-    let fs = LocalFileSystem::new_with_prefix(&root)
-        .map_err(|e| OpenError::Backend(path.into(), e))?
-        .with_fsync(true)
-        // No automatic cleanup of empty directories: removing `uploads/` while
-        // another upload creates its file there races and fails that upload.
-        .with_automatic_cleanup(false);
-    let description = root.display().to_string();
-    Ok(Store::new(Arc::new(fs), Some(root), description))
+    let backend = LocalBackend::new(root).map_err(|e| OpenError::Backend(path.into(), e))?;
+    Ok(Store::new(Arc::new(backend)))
 }

@@ -1,4 +1,6 @@
-//! Uploads to a local data directory, without `object_store` in the way.
+//! Uploads to a local data directory, without `object_store` in the way:
+//! all the low-level writing, fsync and atomic publishing of the local
+//! backend is here, and only here.
 //!
 //! The body is received on the connection's task and handed through a short
 //! queue to a blocking thread that writes it; a large body is hashed on a
@@ -12,22 +14,18 @@ use std::fs::File;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_core::{Digest, Sha256Hasher};
-use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{PutOutcome, StoreError};
+use super::super::backend::{BodyLimits, PutOutcome, UploadBody};
+use super::super::{StoreError, body, layout};
 
 /// Chunks queued between the connection and the writer thread. hyper hands
 /// over at most a few hundred KiB per chunk, so this bounds an upload's
 /// buffered memory to a few MiB.
 const QUEUE: usize = 8;
-/// How much of a refused body is read before answering, and for how long.
-const LINGER_BYTES: u64 = 1 << 20;
-const LINGER_TIME: Duration = Duration::from_millis(500);
 /// Written bytes between two background flushes.
 const FLUSH_EVERY: u64 = 32 << 20;
 
@@ -48,36 +46,46 @@ enum Message {
     End,
 }
 
-/// Receives `body` into `root/uploads/<uuid>#1`, and publishes it as blob
+/// Receives `body` into `root/uploads/<uuid>`, and publishes it as blob
 /// `expected` if it hashes to that.
-pub(super) async fn put_local<S, E>(
+pub(super) async fn put(
     root: &Path,
     expected: Digest,
-    mut body: S,
-    limit: u64,
-    idle_timeout: Duration,
-) -> Result<PutOutcome, StoreError>
-where
-    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    // `#` keeps in-flight uploads out of the object_store listing, as the
-    // object_store local backend's own staging files are (GC walks the
-    // directory and removes abandoned ones).
-    let upload = root
-        .join("uploads")
-        .join(format!("{}#1", uuid::Uuid::new_v4()));
-    let target = root.join(super::blobs::blob_key(&expected));
+    body: UploadBody<'_>,
+    limits: BodyLimits,
+) -> Result<PutOutcome, StoreError> {
+    put_upload(root, expected, body, limits)
+        .await
+        .map_err(|e| match e {
+            // A file or directory of ours vanished mid-write: not the "no
+            // such blob" a client could act on.
+            StoreError::NotFound => {
+                StoreError::Backend("upload file vanished while written".into())
+            }
+            other => other,
+        })
+}
+
+async fn put_upload(
+    root: &Path,
+    expected: Digest,
+    mut body: UploadBody<'_>,
+    limits: BodyLimits,
+) -> Result<PutOutcome, StoreError> {
+    let upload = root.join(layout::new_upload().as_ref());
+    let target = root.join(layout::blob_key(&expected));
     let (sender, receiver) = mpsc::channel(QUEUE);
     let writer = {
         let upload = upload.clone();
         tokio::task::spawn_blocking(move || write_upload(&upload, receiver))
     };
-    let received = receive(sender, &mut body, limit, idle_timeout).await;
+    let received = receive(sender, &mut body, limits).await;
     // The writer ends when the queue closes; on any error it removes the file.
-    let written = writer
-        .await
-        .map_err(|e| StoreError::Body(format!("upload writer failed: {e}")))?;
+    let written = writer.await;
+    let written = written.map_err(|e| {
+        remove_quietly(&upload);
+        StoreError::from_join("upload writer", e)
+    })?;
     let (actual, size, file) = match (received, written) {
         (Err(e), _) => {
             remove_quietly(&upload);
@@ -93,22 +101,17 @@ where
     }
     tokio::task::spawn_blocking(move || publish(file, &upload, &target, size))
         .await
-        .map_err(|e| StoreError::Body(format!("upload publish failed: {e}")))?
+        .map_err(|e| StoreError::from_join("upload publish", e))?
 }
 
 /// Forwards body chunks to the writer; an error, the limit or a stall ends it.
-async fn receive<S, E>(
+async fn receive(
     sender: mpsc::Sender<Message>,
-    body: &mut S,
-    limit: u64,
-    idle_timeout: Duration,
-) -> Result<(), StoreError>
-where
-    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
+    body: &mut UploadBody<'_>,
+    limits: BodyLimits,
+) -> Result<(), StoreError> {
     let mut received = 0u64;
-    while let Some(chunk) = next_chunk(body, &mut received, limit, idle_timeout).await? {
+    while let Some(chunk) = body::next_chunk(body, &mut received, limits).await? {
         if sender.send(Message::Chunk(chunk)).await.is_err() {
             // The writer stopped on an error, which it reports itself.
             return Ok(());
@@ -116,51 +119,6 @@ where
     }
     let _ = sender.send(Message::End).await;
     Ok(())
-}
-
-/// The next chunk of an upload body, `None` at its end, with `received`
-/// counting the bytes so far. A body silent for `idle_timeout` is `Stalled`;
-/// one past `limit` bytes is `TooLarge`, after a little more of it was read.
-pub(super) async fn next_chunk<S, E>(
-    body: &mut S,
-    received: &mut u64,
-    limit: u64,
-    idle_timeout: Duration,
-) -> Result<Option<Bytes>, StoreError>
-where
-    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    let next = tokio::time::timeout(idle_timeout, body.next())
-        .await
-        .map_err(|_| StoreError::Stalled(idle_timeout))?;
-    let Some(chunk) = next else { return Ok(None) };
-    let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
-    *received += chunk.len() as u64;
-    if *received > limit {
-        linger(body).await;
-        return Err(StoreError::TooLarge { limit });
-    }
-    Ok(Some(chunk))
-}
-
-/// Reads and drops a little more of a refused body, so a client still
-/// sending a small one reads the answer instead of a connection reset (the
-/// kernel resets a connection closed with unread input).
-async fn linger<S, E>(body: &mut S)
-where
-    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
-{
-    let mut left = LINGER_BYTES;
-    let _ = tokio::time::timeout(LINGER_TIME, async {
-        while let Some(Ok(chunk)) = body.next().await {
-            left = left.saturating_sub(chunk.len() as u64);
-            if left == 0 {
-                break;
-            }
-        }
-    })
-    .await;
 }
 
 /// The writer thread: hashes and writes every chunk; returns the digest, the
@@ -174,7 +132,7 @@ fn write_upload(
         Ok(file) => file,
         Err(e) => {
             receiver.close();
-            return Err(io_error(e));
+            return Err(StoreError::from_io(e));
         }
     };
     let result = std::thread::scope(|scope| {
@@ -205,12 +163,12 @@ fn write_upload(
                         Hashing::Inline(hasher) => hasher.update(&chunk),
                         Hashing::Thread(chunks, _) => {
                             if chunks.send(chunk.clone()).is_err() {
-                                break Err(StoreError::Body("upload hasher stopped".into()));
+                                break Err(StoreError::Internal("upload hasher stopped".into()));
                             }
                         }
                     }
                     if let Err(e) = (&file).write_all(&chunk) {
-                        break Err(io_error(e));
+                        break Err(StoreError::from_io(e));
                     }
                     unflushed += chunk.len() as u64;
                     if unflushed >= FLUSH_EVERY {
@@ -241,7 +199,7 @@ fn write_upload(
                 drop(chunks);
                 thread
                     .join()
-                    .map_err(|_| StoreError::Body("upload hasher panicked".into()))?
+                    .map_err(|_| StoreError::Internal("upload hasher panicked".into()))?
             }
         };
         outcome.map(|()| hasher)
@@ -285,20 +243,20 @@ fn publish(file: File, upload: &Path, target: &Path, size: u64) -> Result<PutOut
     drop(file);
     if let Err(e) = durable {
         remove_quietly(upload);
-        return Err(io_error(e));
+        return Err(StoreError::from_io(e));
     }
     // Same digest means same bytes, so a concurrent upload of the same blob
     // that renames first is harmless: either rename leaves the blob whole.
     let renamed = rename_creating_dir(upload, target);
     if let Err(e) = renamed {
         remove_quietly(upload);
-        return Err(io_error(e));
+        return Err(StoreError::from_io(e));
     }
     // The blob's directory entry must survive a crash. The `uploads/` side
     // need not: an entry left there by a crash is an abandoned upload, which
     // GC removes (and on ext4 and XFS the rename is one journal transaction).
     if let Some(dir) = target.parent() {
-        sync_dir(dir).map_err(io_error)?;
+        sync_dir(dir).map_err(StoreError::from_io)?;
     }
     Ok(PutOutcome::Created(size))
 }
@@ -325,12 +283,4 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 fn remove_quietly(path: &Path) {
     let _ = std::fs::remove_file(path);
-}
-
-/// An I/O error as the store reports it (a full disk becomes [`StoreError::Full`]).
-fn io_error(e: std::io::Error) -> StoreError {
-    StoreError::from_backend(object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: Box::new(e),
-    })
 }

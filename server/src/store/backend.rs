@@ -1,0 +1,208 @@
+//! The storage seam: what the server needs from a place to keep bytes, as
+//! one object-safe trait, [`Backend`], with two implementations (local disk
+//! in [`super::local`], any `object_store` in [`super::object`]) and one
+//! conformance suite both pass.
+//!
+//! Keys come from [`super::layout`]; a backend stores them as given and
+//! never interprets them beyond that.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use ferry_core::Digest;
+use ferry_core::range::ByteRange;
+use futures::stream::{BoxStream, StreamExt};
+use object_store::path::Path;
+
+use super::StoreError;
+use super::layout::Prefix;
+
+/// An upload body on its way in. Errors are the client connection's.
+pub type UploadBody<'a> = BoxStream<'a, Result<Bytes, std::io::Error>>;
+
+/// What an upload body is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// More bytes than this is [`StoreError::TooLarge`].
+    pub max_bytes: u64,
+    /// A body silent for this long is [`StoreError::Stalled`].
+    pub idle_timeout: Duration,
+}
+
+/// What a PUT did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The blob is new; this many bytes were stored.
+    Created(u64),
+    /// The blob was already stored; the body was read and discarded.
+    AlreadyPresent(u64),
+}
+
+/// One object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: Path,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
+}
+
+/// Which version of a small object was read or written, for a later
+/// compare-and-swap ([`WriteMode::Update`]). Opaque: only the backend that
+/// returned it knows what it means.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Version {
+    pub e_tag: Option<String>,
+    pub version: Option<String>,
+}
+
+/// A small object's bytes and the version they are.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub bytes: Bytes,
+    pub version: Version,
+}
+
+/// How [`Backend::write_object`] treats an object already there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Write only if absent, else [`StoreError::AlreadyExists`].
+    Create,
+    /// Replace whatever is there.
+    Overwrite,
+    /// Replace the object only if it is still at this version, else
+    /// [`StoreError::VersionMismatch`] (also when it was deleted).
+    Update(Version),
+}
+
+/// Everything the server asks of storage.
+///
+/// Blobs are written only through [`Backend::put_blob`], which publishes a
+/// blob under its key only once its bytes hash to it. Small objects (bundle
+/// records, indexes) are written whole. Deletes are idempotent: deleting
+/// what is not there succeeds.
+#[async_trait]
+pub trait Backend: std::fmt::Debug + Send + Sync + 'static {
+    /// For people: `/srv/ferry-data`, `s3://bucket/prefix`.
+    fn description(&self) -> &str;
+
+    /// Stores `body` as blob `expected` if its bytes hash to it; the bytes
+    /// wait under an upload key (see [`super::layout::new_upload`]) until
+    /// then. Any failure (mismatch, limit, stall, broken body, storage
+    /// error) keeps nothing. A blob already stored is `AlreadyPresent`.
+    async fn put_blob(
+        &self,
+        expected: Digest,
+        body: UploadBody<'_>,
+        limits: BodyLimits,
+    ) -> Result<PutOutcome, StoreError>;
+
+    /// The size of blob `digest`, or `NotFound`.
+    async fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError>;
+
+    /// Opens blob `digest`: its size is known, no byte is read yet.
+    async fn open_blob(&self, digest: &Digest) -> Result<OpenBlob, StoreError>;
+
+    async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError>;
+
+    /// Every object under `prefix`, in no particular order.
+    async fn list(&self, prefix: Prefix) -> Result<Vec<ObjectInfo>, StoreError>;
+
+    async fn read_object(&self, key: &Path) -> Result<Object, StoreError>;
+
+    /// Writes a small object whole (readers see the old bytes or the new,
+    /// never a mix) and returns the version written.
+    async fn write_object(
+        &self,
+        key: &Path,
+        bytes: Bytes,
+        mode: WriteMode,
+    ) -> Result<Version, StoreError>;
+
+    async fn delete_object(&self, key: &Path) -> Result<(), StoreError>;
+
+    /// Moves an object to another key (replacing what is there).
+    async fn rename(&self, from: &Path, to: &Path) -> Result<(), StoreError>;
+
+    /// Whether the storage answers at all.
+    async fn probe(&self) -> Result<(), StoreError>;
+}
+
+/// Reads an opened blob; each backend has its own.
+#[async_trait]
+pub trait ReadBlob: Send {
+    /// The bytes `range` (all of them if `None`) of a blob of `size` bytes.
+    async fn read(
+        self: Box<Self>,
+        size: u64,
+        range: Option<ByteRange>,
+    ) -> Result<Content, StoreError>;
+}
+
+/// A blob opened for reading: its size is known, no byte is read yet.
+pub struct OpenBlob {
+    pub size: u64,
+    reader: Reader,
+}
+
+enum Reader {
+    /// The bytes are at hand already (a cached small blob).
+    Memory(Bytes),
+    Backend(Box<dyn ReadBlob>),
+}
+
+impl OpenBlob {
+    /// A blob whose bytes are already in memory.
+    pub fn in_memory(bytes: Bytes) -> Self {
+        Self {
+            size: bytes.len() as u64,
+            reader: Reader::Memory(bytes),
+        }
+    }
+
+    /// A blob of `size` bytes that `reader` will read.
+    pub fn new(size: u64, reader: Box<dyn ReadBlob>) -> Self {
+        Self {
+            size,
+            reader: Reader::Backend(reader),
+        }
+    }
+
+    /// The whole blob, or `range` of it.
+    pub async fn read(self, range: Option<ByteRange>) -> Result<BlobBody, StoreError> {
+        let size = self.size;
+        let content = match self.reader {
+            Reader::Memory(bytes) => Content::Whole(match range {
+                Some(r) => bytes.slice(r.start as usize..r.end as usize + 1),
+                None => bytes,
+            }),
+            Reader::Backend(reader) => reader.read(size, range).await?,
+        };
+        Ok(BlobBody { size, content })
+    }
+}
+
+/// A blob's bytes (or a range of them) on their way out.
+pub struct BlobBody {
+    /// Size of the whole blob.
+    pub size: u64,
+    pub content: Content,
+}
+
+/// The bytes of a [`BlobBody`]: small ones read whole, larger ones streamed.
+pub enum Content {
+    /// All of it, read at once.
+    Whole(Bytes),
+    Stream(BoxStream<'static, Result<Bytes, std::io::Error>>),
+}
+
+impl BlobBody {
+    /// The bytes as a stream, whichever way they were read.
+    pub fn into_stream(self) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+        match self.content {
+            Content::Whole(bytes) => futures::stream::once(async move { Ok(bytes) }).boxed(),
+            Content::Stream(stream) => stream,
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The [`Backend`] on a local data directory, the default.
+//!
+//! Keys are paths under the directory. Blobs take fast paths of their own:
+//! a blob is stat'ed and opened in place on the connection's task (a few
+//! microseconds, less than a hop to tokio's blocking pool and back, the way
+//! nginx serves static files without thread pools), small ones are kept in
+//! memory ([`small`]), large ones stream out in chunks ([`chunks`]), and
+//! uploads are written by a thread of their own ([`write`]). Small objects,
+//! listings and renames go through `object_store`'s `LocalFileSystem`
+//! (with fsync), except the upload listing, which reads `uploads/` itself
+//! so it also sees names that listing hides (`<uuid>#<n>`, left by earlier
+//! versions).
+
+mod chunks;
+mod small;
+mod write;
+
+use std::hash::{Hash as _, Hasher as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use ferry_core::Digest;
+use ferry_core::range::ByteRange;
+use futures::StreamExt as _;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+
+use self::small::{FileId, SmallBlobs};
+use super::StoreError;
+use super::backend::{
+    Backend, BodyLimits, Content, Object, ObjectInfo, OpenBlob, PutOutcome, ReadBlob, UploadBody,
+    Version, WriteMode,
+};
+use super::layout::{self, Prefix};
+use super::object::ObjectStoreBackend;
+
+/// Read size for streaming blobs out. An open download holds one or two of
+/// these (hyper queues at most 128 KiB per connection), so this bounds
+/// memory under fan-out: 200 downloads hold about 25 MiB.
+const READ_BUFFER: usize = 64 * 1024;
+/// Reads up to this size are served from one buffer read at once.
+const SMALL_READ: u64 = 64 * 1024;
+/// Locks that keep a compare-and-swap apart from other writes of its key.
+const WRITE_LOCKS: usize = 64;
+
+/// Storage in a local directory.
+#[derive(Debug)]
+pub struct LocalBackend {
+    root: PathBuf,
+    /// `LocalFileSystem` under `root`, for small objects, listings, renames.
+    objects: ObjectStoreBackend,
+    /// Small blobs read recently.
+    small: Arc<SmallBlobs>,
+    /// A compare-and-swap reads the version and then writes; overwrites and
+    /// deletes of the same key wait for it (by hash of the key), so none
+    /// slips in between. Creates need none: a create and an update of one
+    /// key cannot both succeed.
+    write_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl LocalBackend {
+    /// Serves the existing directory `root` (absolute and canonical).
+    pub fn new(root: PathBuf) -> Result<Self, object_store::Error> {
+        let fs = LocalFileSystem::new_with_prefix(&root)?
+            .with_fsync(true)
+            // No automatic cleanup of empty directories: removing a
+            // directory while another write creates its file there races
+            // and fails that write.
+            .with_automatic_cleanup(false);
+        let description = root.display().to_string();
+        Ok(Self {
+            root,
+            objects: ObjectStoreBackend::new(Arc::new(fs), description),
+            small: Arc::default(),
+            write_locks: (0..WRITE_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        })
+    }
+
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    /// The file of `key`.
+    fn file(&self, key: &Path) -> PathBuf {
+        self.root.join(key.as_ref())
+    }
+
+    fn write_lock(&self, key: &Path) -> &tokio::sync::Mutex<()> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        key.hash(&mut hasher);
+        &self.write_locks[hasher.finish() as usize % WRITE_LOCKS]
+    }
+
+    /// Removes the file of `key`, if there is one.
+    async fn remove(&self, key: &Path) -> Result<(), StoreError> {
+        let file = self.file(key);
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_file(file))
+            .await
+            .map_err(|e| StoreError::from_join("file removal", e))?;
+        match removed {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::from_io(e)),
+        }
+    }
+
+    /// Every file directly under `uploads/`, whatever its name.
+    async fn list_uploads(&self) -> Result<Vec<ObjectInfo>, StoreError> {
+        let dir = self.file(&Prefix::Uploads.path());
+        tokio::task::spawn_blocking(move || read_upload_dir(&dir))
+            .await
+            .map_err(|e| StoreError::from_join("upload listing", e))?
+    }
+}
+
+fn read_upload_dir(dir: &std::path::Path) -> Result<Vec<ObjectInfo>, StoreError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::from_io(e)),
+    };
+    let mut uploads = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(StoreError::from_io)?;
+        // Gone since the directory was read, or not a file: not an upload.
+        let Ok(meta) = entry.metadata() else { continue };
+        let Ok(modified) = meta.modified() else {
+            continue;
+        };
+        let key = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| Path::parse(format!("{}/{name}", Prefix::Uploads.as_str())).ok());
+        match key {
+            Some(key) if meta.is_file() => uploads.push(ObjectInfo {
+                key,
+                size: meta.len(),
+                last_modified: DateTime::<Utc>::from(modified),
+            }),
+            _ => tracing::debug!(path = %entry.path().display(), "not an upload; left alone"),
+        }
+    }
+    Ok(uploads)
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn description(&self) -> &str {
+        self.objects.description()
+    }
+
+    async fn put_blob(
+        &self,
+        expected: Digest,
+        body: UploadBody<'_>,
+        limits: BodyLimits,
+    ) -> Result<PutOutcome, StoreError> {
+        write::put(&self.root, expected, body, limits).await
+    }
+
+    async fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError> {
+        // In place: see the module doc.
+        std::fs::metadata(self.root.join(layout::blob_key(digest)))
+            .map(|meta| meta.len())
+            .map_err(StoreError::from_io)
+    }
+
+    async fn open_blob(&self, digest: &Digest) -> Result<OpenBlob, StoreError> {
+        // In place: see the module doc.
+        let path = self.root.join(layout::blob_key(digest));
+        let meta = std::fs::metadata(&path).map_err(StoreError::from_io)?;
+        let (size, id) = (meta.len(), FileId::of(&meta));
+        if size <= SMALL_READ
+            && let Some(bytes) = self.small.get(digest, id)
+        {
+            return Ok(OpenBlob::in_memory(bytes));
+        }
+        let file = std::fs::File::open(&path).map_err(StoreError::from_io)?;
+        let reader = FileReader {
+            file,
+            id,
+            digest: *digest,
+            small: self.small.clone(),
+        };
+        Ok(OpenBlob::new(size, Box::new(reader)))
+    }
+
+    async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        self.small.forget(digest);
+        self.remove(&layout::blob(digest)).await
+    }
+
+    async fn list(&self, prefix: Prefix) -> Result<Vec<ObjectInfo>, StoreError> {
+        match prefix {
+            Prefix::Uploads => self.list_uploads().await,
+            _ => self.objects.list(prefix).await,
+        }
+    }
+
+    async fn read_object(&self, key: &Path) -> Result<Object, StoreError> {
+        self.objects.read_object(key).await
+    }
+
+    async fn write_object(
+        &self,
+        key: &Path,
+        bytes: Bytes,
+        mode: WriteMode,
+    ) -> Result<Version, StoreError> {
+        let expected = match mode {
+            WriteMode::Create => return self.objects.write_object(key, bytes, mode).await,
+            WriteMode::Overwrite => None,
+            WriteMode::Update(version) => Some(version),
+        };
+        let _locked = self.write_lock(key).lock().await;
+        if let Some(expected) = expected {
+            let current = match self.objects.read_object(key).await {
+                Ok(object) => Some(object.version),
+                Err(StoreError::NotFound) => None,
+                Err(e) => return Err(e),
+            };
+            if current.as_ref() != Some(&expected) {
+                return Err(StoreError::VersionMismatch {
+                    key: key.to_string(),
+                });
+            }
+        }
+        self.objects
+            .write_object(key, bytes, WriteMode::Overwrite)
+            .await
+    }
+
+    async fn delete_object(&self, key: &Path) -> Result<(), StoreError> {
+        let _locked = self.write_lock(key).lock().await;
+        self.remove(key).await
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> Result<(), StoreError> {
+        if let Some(digest) = layout::digest_of_blob(from) {
+            self.small.forget(&digest);
+        }
+        self.objects.rename(from, to).await
+    }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.objects.probe().await
+    }
+}
+
+/// An opened local blob file.
+struct FileReader {
+    file: std::fs::File,
+    id: FileId,
+    digest: Digest,
+    small: Arc<SmallBlobs>,
+}
+
+#[async_trait]
+impl ReadBlob for FileReader {
+    async fn read(
+        self: Box<Self>,
+        size: u64,
+        range: Option<ByteRange>,
+    ) -> Result<Content, StoreError> {
+        let (start, len) = match range {
+            Some(r) => (r.start, r.len()),
+            None => (0, size),
+        };
+        if size <= SMALL_READ {
+            // Read whole and remembered, whatever part was asked for.
+            let mut buf = vec![0u8; size as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut buf, 0)
+                .map_err(StoreError::from_io)?;
+            let bytes = Bytes::from(buf);
+            self.small.insert(self.digest, self.id, bytes.clone());
+            return Ok(Content::Whole(
+                bytes.slice(start as usize..(start + len) as usize),
+            ));
+        }
+        if len <= SMALL_READ {
+            // One positioned read into one buffer: no stream, no file state,
+            // and hyper can send it with the headers in one write.
+            let mut buf = vec![0u8; len as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut buf, start)
+                .map_err(StoreError::from_io)?;
+            return Ok(Content::Whole(Bytes::from(buf)));
+        }
+        let stream = chunks::Chunks::new(self.file, start, len, READ_BUFFER)
+            .map_err(StoreError::from_io)?
+            .boxed();
+        Ok(Content::Stream(stream))
+    }
+}
