@@ -184,3 +184,33 @@ impl Store {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_local_backend_keeps_the_storage_contract() {
+        let mut dirs = Vec::new();
+        conformance::run(|| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let root = dir.path().canonicalize().expect("canonical temp dir");
+            dirs.push(dir);
+            let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(root).expect("local"));
+            std::future::ready(backend)
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_object_store_backend_keeps_the_storage_contract_in_memory() {
+        conformance::run(|| {
+            let backend: Arc<dyn Backend> =
+                Arc::new(ObjectStoreBackend::new(Arc::new(InMemory::new()), "memory"));
+            std::future::ready(backend)
+        })
+        .await;
+    }
+}

@@ -239,12 +239,20 @@ impl Backend for ObjectStoreBackend {
             Err(object_store::Error::NotImplemented { .. }) if create => {
                 self.create_unconditionally(key, payload).await
             }
-            // A compare-and-swap on an object deleted meanwhile lost the race
-            // just as surely as one on an object rewritten meanwhile.
-            Err(object_store::Error::NotFound { path, .. }) if update => {
-                Err(StoreError::VersionMismatch { key: path })
-            }
-            Err(e) => Err(StoreError::from_object_store(e)),
+            Err(e) => Err(match StoreError::from_object_store(e) {
+                // A compare-and-swap on an object deleted meanwhile lost the
+                // race as surely as one on an object rewritten meanwhile.
+                StoreError::NotFound | StoreError::VersionMismatch { .. } if update => {
+                    StoreError::VersionMismatch {
+                        key: key.to_string(),
+                    }
+                }
+                // Named by its key, not by where the backend keeps it.
+                StoreError::AlreadyExists { .. } => StoreError::AlreadyExists {
+                    key: key.to_string(),
+                },
+                other => other,
+            }),
         }
     }
 

@@ -296,3 +296,106 @@ impl ReadBlob for FileReader {
         Ok(Content::Stream(stream))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> (tempfile::TempDir, LocalBackend) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().canonicalize().expect("canonical temp dir");
+        (dir, LocalBackend::new(root).expect("local backend"))
+    }
+
+    async fn put(backend: &LocalBackend, bytes: &'static [u8]) {
+        let body = futures::stream::iter([Ok(Bytes::from_static(bytes))]).boxed();
+        let limits = BodyLimits {
+            max_bytes: 1 << 20,
+            idle_timeout: std::time::Duration::from_secs(5),
+        };
+        backend
+            .put_blob(Digest::of(bytes), body, limits)
+            .await
+            .expect("put");
+    }
+
+    async fn read_whole(backend: &LocalBackend, digest: &Digest) -> Bytes {
+        match backend
+            .open_blob(digest)
+            .await
+            .expect("open")
+            .read(None)
+            .await
+        {
+            Ok(super::super::BlobBody {
+                content: Content::Whole(bytes),
+                ..
+            }) => bytes,
+            _ => panic!("a small blob is read whole"),
+        }
+    }
+
+    #[tokio::test]
+    async fn uploads_left_by_earlier_versions_are_listed_and_deleted() {
+        let (dir, backend) = backend();
+        let uploads = dir.path().join("uploads");
+        std::fs::create_dir_all(uploads.join("not-a-file")).unwrap();
+        // `object_store`'s local listing hides `#<n>` names; ours must not.
+        std::fs::write(uploads.join("5f0c6a3e-stale#1"), b"partial").unwrap();
+        let listed = backend.list(Prefix::Uploads).await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].key.as_ref(), "uploads/5f0c6a3e-stale#1");
+        assert_eq!(listed[0].size, 7);
+        backend.delete_object(&listed[0].key).await.unwrap();
+        assert!(!uploads.join("5f0c6a3e-stale#1").exists());
+        assert!(backend.list(Prefix::Uploads).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_blob_file_replaced_behind_the_servers_back_is_read_afresh() {
+        let (dir, backend) = backend();
+        put(&backend, b"first").await;
+        let digest = Digest::of(b"first");
+        // Read twice: the second read comes from memory.
+        assert_eq!(read_whole(&backend, &digest).await.as_ref(), b"first");
+        assert_eq!(read_whole(&backend, &digest).await.as_ref(), b"first");
+        let path = dir.path().join(layout::blob_key(&digest));
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"again").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert_eq!(read_whole(&backend, &digest).await.as_ref(), b"again");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_concurrent_updates_at_one_version_exactly_one_wins() {
+        let (_dir, backend) = backend();
+        let backend = Arc::new(backend);
+        // What a name takeover between replicas will do.
+        let key = layout::name(&ferry_core::BundleName::parse("taken-over").unwrap());
+        let version = backend
+            .write_object(&key, Bytes::from_static(b"0"), WriteMode::Create)
+            .await
+            .unwrap();
+        let updates = (0..8u8).map(|i| {
+            let (backend, key, version) = (backend.clone(), key.clone(), version.clone());
+            tokio::spawn(async move {
+                backend
+                    .write_object(
+                        &key,
+                        Bytes::from(vec![b'1' + i]),
+                        WriteMode::Update(version),
+                    )
+                    .await
+            })
+        });
+        let mut won = 0;
+        for update in futures::future::join_all(updates).await {
+            match update.unwrap() {
+                Ok(_) => won += 1,
+                Err(StoreError::VersionMismatch { .. }) => {}
+                Err(e) => panic!("update failed: {e}"),
+            }
+        }
+        assert_eq!(won, 1);
+    }
+}
