@@ -398,4 +398,52 @@ mod tests {
         }
         assert_eq!(won, 1);
     }
+
+    #[tokio::test]
+    async fn fsck_counts_an_upload_in_flight() {
+        let (_dir, backend) = backend();
+        let store = super::super::Store::new(Arc::new(backend));
+        let (chunks, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let body = tokio_stream_of(receiver);
+        let bytes = Bytes::from_static(b"arriving slowly");
+        let upload = {
+            let store = store.clone();
+            let digest = Digest::of(&bytes);
+            tokio::spawn(async move {
+                let limits = BodyLimits {
+                    max_bytes: 1 << 20,
+                    idle_timeout: std::time::Duration::from_secs(30),
+                };
+                store.put_blob(digest, body, limits).await
+            })
+        };
+        chunks.send(Ok(bytes.slice(..5))).await.unwrap();
+        let mut in_flight = 0;
+        for _ in 0..500 {
+            in_flight = crate::fsck::fsck(&store, false, 1)
+                .await
+                .unwrap()
+                .uploads_in_flight;
+            if in_flight > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(in_flight, 1, "the upload being written is counted");
+        chunks.send(Ok(bytes.slice(5..))).await.unwrap();
+        drop(chunks);
+        assert_eq!(
+            upload.await.unwrap().unwrap(),
+            PutOutcome::Created(bytes.len() as u64)
+        );
+        let report = crate::fsck::fsck(&store, false, 1).await.unwrap();
+        assert_eq!(report.uploads_in_flight, 0);
+        assert_eq!(report.blobs_checked, 1);
+    }
+
+    fn tokio_stream_of(
+        mut receiver: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    ) -> UploadBody<'static> {
+        futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed()
+    }
 }
