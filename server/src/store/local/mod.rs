@@ -446,4 +446,28 @@ mod tests {
     ) -> UploadBody<'static> {
         futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed()
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_upload_hashed_and_flushed_on_threads_round_trips() {
+        // Past the size that moves hashing to a thread of its own and past
+        // the first background flush.
+        let (dir, backend) = backend();
+        let piece: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let mut hasher = ferry_core::Sha256Hasher::new();
+        for _ in 0..40 {
+            hasher.update(&piece);
+        }
+        let digest = hasher.finish();
+        let piece = Bytes::from(piece);
+        let body = futures::stream::iter((0..40).map(move |_| Ok(piece.clone()))).boxed();
+        let limits = BodyLimits {
+            max_bytes: 64 << 20,
+            idle_timeout: std::time::Duration::from_secs(30),
+        };
+        let outcome = backend.put_blob(digest, body, limits).await.unwrap();
+        assert_eq!(outcome, PutOutcome::Created(40 << 20));
+        let stored = std::fs::read(dir.path().join(layout::blob_key(&digest))).unwrap();
+        assert_eq!(Digest::of(&stored), digest);
+        assert!(backend.list(Prefix::Uploads).await.unwrap().is_empty());
+    }
 }

@@ -136,72 +136,19 @@ fn write_upload(
         }
     };
     let result = std::thread::scope(|scope| {
-        let mut hashing = Hashing::Inline(Sha256Hasher::new());
-        let mut flusher: Option<std_mpsc::SyncSender<()>> = None;
-        let mut written = 0u64;
-        let mut unflushed = 0u64;
+        let mut writer = Writer::new(scope, &file);
         let outcome = loop {
             match receiver.blocking_recv() {
                 Some(Message::Chunk(chunk)) => {
-                    written += chunk.len() as u64;
-                    if written > HASH_THREAD_AFTER
-                        && let Hashing::Inline(hasher) = hashing
-                    {
-                        // A large upload: hash on a thread of its own, so
-                        // hashing and writing overlap.
-                        let (chunks, queued) = std_mpsc::sync_channel::<Bytes>(QUEUE);
-                        let thread = scope.spawn(move || {
-                            let mut hasher = hasher;
-                            while let Ok(chunk) = queued.recv() {
-                                hasher.update(&chunk);
-                            }
-                            hasher
-                        });
-                        hashing = Hashing::Thread(chunks, thread);
-                    }
-                    match &mut hashing {
-                        Hashing::Inline(hasher) => hasher.update(&chunk),
-                        Hashing::Thread(chunks, _) => {
-                            if chunks.send(chunk.clone()).is_err() {
-                                break Err(StoreError::Internal("upload hasher stopped".into()));
-                            }
-                        }
-                    }
-                    if let Err(e) = (&file).write_all(&chunk) {
-                        break Err(StoreError::from_io(e));
-                    }
-                    unflushed += chunk.len() as u64;
-                    if unflushed >= FLUSH_EVERY {
-                        unflushed = 0;
-                        let wake = flusher.get_or_insert_with(|| {
-                            let (wake, wakes) = std_mpsc::sync_channel::<()>(1);
-                            let file = &file;
-                            scope.spawn(move || {
-                                // Errors surface at the final fsync.
-                                while wakes.recv().is_ok() {
-                                    let _ = file.sync_data();
-                                }
-                            });
-                            wake
-                        });
-                        // A flush still running covers these bytes soon enough.
-                        let _ = wake.try_send(());
+                    if let Err(e) = writer.write(chunk) {
+                        break Err(e);
                     }
                 }
                 Some(Message::End) => break Ok(()),
                 None => break Err(StoreError::Body("upload abandoned".into())),
             }
         };
-        drop(flusher);
-        let hasher = match hashing {
-            Hashing::Inline(hasher) => hasher,
-            Hashing::Thread(chunks, thread) => {
-                drop(chunks);
-                thread
-                    .join()
-                    .map_err(|_| StoreError::Internal("upload hasher panicked".into()))?
-            }
-        };
+        let hasher = writer.finish()?;
         outcome.map(|()| hasher)
     });
     match result {
@@ -214,6 +161,90 @@ fn write_upload(
             drop(file);
             remove_quietly(path);
             Err(e)
+        }
+    }
+}
+
+/// One upload on the writer thread: the file, where its bytes are hashed,
+/// and the background flusher once there is one.
+struct Writer<'scope, 'env> {
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    file: &'env File,
+    hashing: Hashing<'scope>,
+    flusher: Option<std_mpsc::SyncSender<()>>,
+    written: u64,
+    unflushed: u64,
+}
+
+impl<'scope, 'env> Writer<'scope, 'env> {
+    fn new(scope: &'scope std::thread::Scope<'scope, 'env>, file: &'env File) -> Self {
+        Self {
+            scope,
+            file,
+            hashing: Hashing::Inline(Sha256Hasher::new()),
+            flusher: None,
+            written: 0,
+            unflushed: 0,
+        }
+    }
+
+    /// Hashes and writes one chunk; asks for a background flush every
+    /// [`FLUSH_EVERY`] bytes.
+    fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        self.written += chunk.len() as u64;
+        if self.written > HASH_THREAD_AFTER
+            && let Hashing::Inline(hasher) = &mut self.hashing
+        {
+            // A large upload: hash on a thread of its own, so hashing and
+            // writing overlap.
+            let mut hasher = std::mem::take(hasher);
+            let (chunks, queued) = std_mpsc::sync_channel::<Bytes>(QUEUE);
+            let thread = self.scope.spawn(move || {
+                while let Ok(chunk) = queued.recv() {
+                    hasher.update(&chunk);
+                }
+                hasher
+            });
+            self.hashing = Hashing::Thread(chunks, thread);
+        }
+        match &mut self.hashing {
+            Hashing::Inline(hasher) => hasher.update(&chunk),
+            Hashing::Thread(chunks, _) => chunks
+                .send(chunk.clone())
+                .map_err(|_| StoreError::Internal("upload hasher stopped".into()))?,
+        }
+        self.file.write_all(&chunk).map_err(StoreError::from_io)?;
+        self.unflushed += chunk.len() as u64;
+        if self.unflushed >= FLUSH_EVERY {
+            self.unflushed = 0;
+            let (scope, file) = (self.scope, self.file);
+            let wake = self.flusher.get_or_insert_with(|| {
+                let (wake, wakes) = std_mpsc::sync_channel::<()>(1);
+                scope.spawn(move || {
+                    // Errors surface at the final fsync.
+                    while wakes.recv().is_ok() {
+                        let _ = file.sync_data();
+                    }
+                });
+                wake
+            });
+            // A flush still running covers these bytes soon enough.
+            let _ = wake.try_send(());
+        }
+        Ok(())
+    }
+
+    /// Stops the flusher and the hashing thread; the hash of all written.
+    fn finish(self) -> Result<Sha256Hasher, StoreError> {
+        drop(self.flusher);
+        match self.hashing {
+            Hashing::Inline(hasher) => Ok(hasher),
+            Hashing::Thread(chunks, thread) => {
+                drop(chunks);
+                thread
+                    .join()
+                    .map_err(|_| StoreError::Internal("upload hasher panicked".into()))
+            }
         }
     }
 }
