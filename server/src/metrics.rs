@@ -64,6 +64,9 @@ impl Metrics {
     }
 
     /// The Prometheus text format (version 0.0.4).
+    ///
+    /// Long as the list of series it exports, one statement each, in the
+    /// order `/metrics` shows them; there is no logic to split.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {

@@ -49,6 +49,9 @@ impl Default for ServeOptions {
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting
 /// and waits up to `shutdown_grace` for open requests to complete.
+///
+/// Long on purpose: connection limits, timeouts, TLS and graceful shutdown
+/// are enforced here, in one place, in the order a connection meets them.
 pub async fn serve(
     listener: TcpListener,
     app: Router,

@@ -2,6 +2,7 @@
 //! token), `GET`/`HEAD /v1/blobs/{digest}` (upload token, or a bundle token
 //! whose bundle lists the digest).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
@@ -16,6 +17,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::Serialize;
 
 use super::{ApiError, SharedState, parse_json};
+use crate::metrics::Metrics;
 use crate::store::layout::push_hex;
 use crate::store::{BodyLimits, Content, PutOutcome, StoreError};
 
@@ -152,13 +154,7 @@ pub(super) async fn get(
             HeaderValue::from_static("application/octet-stream"),
         );
     let etag_text = etag.to_str().unwrap_or_default();
-    let if_none_match = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok());
-    if if_none_match.is_some_and(|v| {
-        v.split(',')
-            .any(|t| t.trim() == etag_text || t.trim() == "*")
-    }) {
+    if matches_none_of(headers, etag_text) {
         return Ok(response
             .header(header::ETAG, etag)
             .status(StatusCode::NOT_MODIFIED)
@@ -201,16 +197,24 @@ pub(super) async fn get(
     let Some(blob) = blob else {
         return Ok(response.body(Body::empty()).unwrap_or_default());
     };
-    let body = match blob.read(range).await?.content {
+    let body = counted_body(blob.read(range).await?.content, &state.metrics);
+    response
+        .body(body)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// A response body of `content` that counts the bytes sent: a whole blob
+/// at once, a stream chunk by chunk (one relaxed add each, no allocation).
+fn counted_body(content: Content, metrics: &Arc<Metrics>) -> Body {
+    match content {
         Content::Whole(bytes) => {
-            state
-                .metrics
+            metrics
                 .bytes_sent
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             Body::from(bytes)
         }
         Content::Stream(stream) => {
-            let metrics = state.metrics.clone();
+            let metrics = metrics.clone();
             Body::from_stream(stream.map(move |chunk| {
                 if let Ok(bytes) = &chunk {
                     metrics
@@ -220,10 +224,16 @@ pub(super) async fn get(
                 chunk
             }))
         }
-    };
-    response
-        .body(body)
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+    }
+}
+
+/// Whether `If-None-Match` names the blob's ETag (or `*`): then the
+/// client's copy is current.
+fn matches_none_of(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
 }
 
 /// `"<digest>"`: a blob's strong validator.

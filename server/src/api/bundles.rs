@@ -10,8 +10,8 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use chrono::Utc;
 use ferry_core::api::{
-    BundleSummary, CreateBundleRequest, CreateBundleResponse, ErrorCode, ListBundlesResponse,
-    Manifest,
+    BundleSummary, CreateBundleRequest, CreateBundleResponse, Entry, ErrorCode,
+    ListBundlesResponse, Manifest,
 };
 use ferry_core::{BundleId, BundleRef, Digest, Ttl};
 use http::{HeaderMap, StatusCode};
@@ -19,7 +19,7 @@ use rand::RngCore as _;
 
 use super::{ApiError, SharedState, parse_json};
 use crate::auth::generate_token;
-use crate::store::{BundleRecord, CreateError, StoreError};
+use crate::store::{BundleRecord, CreateError, Store, StoreError};
 
 const MAX_LABELS: usize = 64;
 const MAX_LABEL_KEY: usize = 128;
@@ -114,6 +114,32 @@ pub fn parse_selector(selector: &str) -> Result<BTreeMap<String, String>, String
     Ok(out)
 }
 
+/// Every blob the entries name must be stored, at the size they claim.
+async fn check_blobs_stored(store: &Store, entries: &[Entry]) -> Result<(), ApiError> {
+    let mut sizes: HashMap<Digest, u64> = HashMap::new();
+    for entry in entries {
+        sizes.insert(entry.digest, entry.size);
+    }
+    let digests: Vec<Digest> = sizes.keys().copied().collect();
+    let missing = store.missing(&digests).await?;
+    if !missing.is_empty() {
+        return Err(ApiError::missing_blobs(missing));
+    }
+    for entry in entries {
+        let stored = store.blob_size(&entry.digest).await?;
+        if stored != entry.size {
+            return Err(ApiError::new(
+                ErrorCode::SizeMismatch,
+                format!(
+                    "entry {} says {} bytes but blob {} has {stored}",
+                    entry.path, entry.size, entry.digest
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn create(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -127,29 +153,7 @@ pub(super) async fn create(
     let request: CreateBundleRequest = parse_json(body, state.limits.max_json_bytes)?;
     validate(&request, state.limits.max_entries)?;
 
-    // Every blob must be stored, at the size the manifest claims.
-    let mut sizes: HashMap<Digest, u64> = HashMap::new();
-    for entry in &request.entries {
-        sizes.insert(entry.digest, entry.size);
-    }
-    let digests: Vec<Digest> = sizes.keys().copied().collect();
-    let missing = state.store.missing(&digests).await?;
-    if !missing.is_empty() {
-        return Err(ApiError::missing_blobs(missing));
-    }
-    for entry in &request.entries {
-        let stored = state.store.blob_size(&entry.digest).await?;
-        if stored != entry.size {
-            return Err(ApiError::new(
-                ErrorCode::SizeMismatch,
-                format!(
-                    "entry {} says {} bytes but blob {} has {stored}",
-                    entry.path, entry.size, entry.digest
-                ),
-            ));
-        }
-    }
-
+    check_blobs_stored(&state.store, &request.entries).await?;
     let now = Utc::now();
     let ttl = request.ttl_seconds.unwrap_or(if request.name.is_some() {
         Ttl::Never
