@@ -169,6 +169,20 @@ impl App {
         )
     }
 
+    /// What `GET /v1/bundles` lists.
+    async fn bundles(&self) -> Value {
+        let listed = self
+            .call(
+                Method::GET,
+                "/v1/bundles",
+                Some(UPLOAD_TOKEN),
+                Body::empty(),
+            )
+            .await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", self.backend);
+        listed.json()["bundles"].clone()
+    }
+
     fn rejected(&self, reason: &str) -> u64 {
         let rejected = self
             .state
@@ -466,15 +480,7 @@ async fn a_bundle_of_blobs_not_uploaded_is_409_with_the_missing_list() {
         assert_eq!(answer.status, StatusCode::CONFLICT, "{}", app.backend);
         assert_eq!(answer.error_code(), "missing_blobs");
         assert_eq!(answer.json()["error"]["missing"], json!([absent]));
-        let listed = app
-            .call(
-                Method::GET,
-                "/v1/bundles",
-                Some(UPLOAD_TOKEN),
-                Body::empty(),
-            )
-            .await;
-        assert_eq!(listed.json()["bundles"], json!([]));
+        assert_eq!(app.bundles().await, json!([]), "nothing was created");
     }
 }
 
@@ -554,15 +560,7 @@ async fn evil_paths_digests_and_bundle_refs_are_400() {
             )
             .await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-        let listed = app
-            .call(
-                Method::GET,
-                "/v1/bundles",
-                Some(UPLOAD_TOKEN),
-                Body::empty(),
-            )
-            .await;
-        assert_eq!(listed.json()["bundles"], json!([]), "nothing was created");
+        assert_eq!(app.bundles().await, json!([]), "nothing was created");
     }
 }
 

@@ -20,7 +20,8 @@ use futures::{FutureExt as _, StreamExt as _};
 use object_store::path::Path;
 
 use super::{
-    Backend, BodyLimits, Prefix, PutOutcome, Store, StoreError, UploadBody, WriteMode, layout,
+    Backend, BodyLimits, Prefix, PutOutcome, Store, StoreError, UploadBody, Version, WriteMode,
+    layout,
 };
 
 type Case = fn(Arc<dyn Backend>) -> BoxFuture<'static, ()>;
@@ -439,30 +440,23 @@ async fn an_update_swaps_only_the_version_it_read(backend: Arc<dyn Backend>) {
         .await
         .expect("update at the version read");
     assert_ne!(second, first, "an update makes a new version");
-    let stale = backend
-        .write_object(
-            &key,
-            Bytes::from_static(b"{\"n\":3}"),
-            WriteMode::Update(first),
-        )
-        .await;
-    assert!(
-        matches!(stale, Err(StoreError::VersionMismatch { .. })),
-        "{}: update at a stale version: {stale:?}",
-        backend.description()
-    );
+    assert_update_refused(&*backend, &key, first, "at a stale version").await;
     assert_eq!(read_bytes(&*backend, &key).await.as_ref(), b"{\"n\":2}");
     backend.delete_object(&key).await.expect("delete");
-    let gone = backend
+    assert_update_refused(&*backend, &key, second, "of a deleted object").await;
+}
+
+async fn assert_update_refused(backend: &dyn Backend, key: &Path, version: Version, what: &str) {
+    let result = backend
         .write_object(
-            &key,
-            Bytes::from_static(b"{\"n\":4}"),
-            WriteMode::Update(second),
+            key,
+            Bytes::from_static(b"{\"lost\":true}"),
+            WriteMode::Update(version),
         )
         .await;
     assert!(
-        matches!(gone, Err(StoreError::VersionMismatch { .. })),
-        "{}: update of a deleted object: {gone:?}",
+        matches!(result, Err(StoreError::VersionMismatch { .. })),
+        "{}: update {what}: {result:?}",
         backend.description()
     );
 }
