@@ -69,10 +69,6 @@ impl Store {
         Self { backend }
     }
 
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
-    }
-
     /// For people: `/srv/ferry-data`, `s3://bucket/prefix`.
     pub fn description(&self) -> &str {
         self.backend.description()

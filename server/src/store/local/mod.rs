@@ -81,10 +81,6 @@ impl LocalBackend {
         })
     }
 
-    pub fn root(&self) -> &std::path::Path {
-        &self.root
-    }
-
     /// The file of `key`.
     fn file(&self, key: &Path) -> PathBuf {
         self.root.join(key.as_ref())
