@@ -451,6 +451,17 @@ fn every_dashboard_query_and_alert_works_against_a_real_prometheus() {
         let api = ApiClient::new(&server.url, Some(TOKEN));
         readers.push(healthy_load(&api));
     }
+    // Then reads spread over a few scrapes: a series that first appears
+    // already at its final value has no rate in Prometheus.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(1100));
+        for (server, (token, digest)) in [&s3, &local].into_iter().zip(&readers) {
+            let api = ApiClient::new(&server.url, Some(TOKEN));
+            assert_eq!(api.missing(&[*digest]), []);
+            let reader = api.as_token(Some(token));
+            assert_eq!(reader.get_blob(digest).status(), 200);
+        }
+    }
     let scraped = |expr: &str, want: f64| {
         wait_until(Duration::from_secs(30), || {
             prometheus.values(expr) == [want]
