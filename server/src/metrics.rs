@@ -204,18 +204,23 @@ impl Metrics {
         self.storage_errors[o][k].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records a storage probe's outcome; a change between ready and not
-    /// ready (not the first outcome) counts as a readiness change.
-    pub fn observe_readiness(&self, ready: bool) {
+    /// Records a storage probe's outcome and returns the one before (`None`
+    /// before the first). A change between ready and not ready (not the
+    /// first outcome) counts as a readiness change.
+    pub fn observe_readiness(&self, ready: bool) -> Option<bool> {
         let now = if ready {
             Readiness::Ready
         } else {
             Readiness::NotReady
         };
         let before = self.readiness.swap(now as u8, Ordering::Relaxed);
-        if before != Readiness::Unknown as u8 && before != now as u8 {
+        if before == Readiness::Unknown as u8 {
+            return None;
+        }
+        if before != now as u8 {
             self.readiness_changes.fetch_add(1, Ordering::Relaxed);
         }
+        Some(before == Readiness::Ready as u8)
     }
 
     /// Whether the last storage probe succeeded.
@@ -477,11 +482,11 @@ mod tests {
     fn readiness_changes_count_flips_but_not_the_first_outcome() {
         let m = Metrics::default();
         assert!(m.render().contains("\nferry_ready 0\n"));
-        m.observe_readiness(true);
-        m.observe_readiness(true);
-        m.observe_readiness(false);
-        m.observe_readiness(false);
-        m.observe_readiness(true);
+        assert_eq!(m.observe_readiness(true), None);
+        assert_eq!(m.observe_readiness(true), Some(true));
+        assert_eq!(m.observe_readiness(false), Some(true));
+        assert_eq!(m.observe_readiness(false), Some(false));
+        assert_eq!(m.observe_readiness(true), Some(false));
         let text = m.render();
         assert!(text.contains("\nferry_ready 1\n"), "{text}");
         assert!(

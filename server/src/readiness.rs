@@ -34,10 +34,11 @@ pub async fn check(store: &Store, metrics: &Metrics) -> Result<(), NotReady> {
         Ok(Err(error)) => Err(NotReady::Unreachable(error)),
         Err(_) => Err(NotReady::TimedOut),
     };
-    let was_ready = metrics.is_ready();
-    metrics.observe_readiness(outcome.is_ok());
+    let before = metrics.observe_readiness(outcome.is_ok());
     match &outcome {
-        Ok(()) if !was_ready => tracing::info!(data = store.description(), "storage is ready"),
+        Ok(()) if before != Some(true) => {
+            tracing::info!(data = store.description(), "storage is ready")
+        }
         Ok(()) => {}
         Err(error) => {
             match error {
@@ -49,7 +50,12 @@ pub async fn check(store: &Store, metrics: &Metrics) -> Result<(), NotReady> {
                     StorageErrorKind::Unavailable,
                 ),
             }
-            tracing::warn!(%error, data = store.description(), "readiness check failed");
+            // Once per outage at warn: the timer probes every few seconds.
+            if before != Some(false) {
+                tracing::warn!(%error, data = store.description(), "readiness check failed");
+            } else {
+                tracing::debug!(%error, data = store.description(), "readiness check failed again");
+            }
         }
     }
     outcome
