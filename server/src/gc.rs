@@ -150,6 +150,9 @@ pub async fn run_loop(
                 "garbage collection done"
             ),
             Err(error) => {
+                state
+                    .metrics
+                    .count_storage_error(crate::metrics::StorageOperation::Gc, &error);
                 tracing::warn!(%error, "garbage collection failed; retrying next interval")
             }
         }
@@ -217,7 +220,7 @@ pub async fn collect(state: &AppState, grace: Duration) -> Result<GcReport, Stor
     metrics
         .gc_uploads_deleted
         .fetch_add(report.uploads_deleted, Ordering::Relaxed);
-    metrics.gc_runs.fetch_add(1, Ordering::Relaxed);
+    metrics.gc_run_succeeded();
     Ok(report)
 }
 

@@ -12,6 +12,7 @@ pub mod fsck;
 pub mod gc;
 pub mod kube;
 pub mod metrics;
+pub mod readiness;
 pub mod serve;
 pub mod store;
 pub mod tls;
@@ -111,7 +112,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let _ = background.wait_for(|stop| *stop).await;
         }
     };
+    state.metrics.set_gc_interval(config.gc.interval);
     tokio::spawn(gc::run_loop(state.clone(), config.gc, stopped()));
+    tokio::spawn(readiness::run_loop(
+        state.clone(),
+        config.readiness_probe_interval,
+        stopped(),
+    ));
     let app = kube::start(
         &config.kubernetes,
         &config.credential,

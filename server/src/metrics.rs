@@ -2,11 +2,20 @@
 //!
 //! Plain atomics and one small map: the counters are few and fixed, and the
 //! hot path (a blob byte count) is a single relaxed add.
+//!
+//! Counters an alert watches for a rare event (storage errors) are printed
+//! at 0 from the start, for every label set they can have: Prometheus sees
+//! no increase when a series first appears already at 1, so an error
+//! counted before its first scrape would otherwise never fire an alert.
+//! `deploy/monitoring/` holds the dashboard and alerts built on these names.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::store::StoreError;
 
 /// Request counts of one route: method, then status.
 type RequestsByMethod = BTreeMap<String, BTreeMap<u16, u64>>;
@@ -31,6 +40,133 @@ pub struct Metrics {
     pub bundles: AtomicI64,
     pub blobs: AtomicI64,
     pub in_flight: AtomicI64,
+    /// Bytes of blobs newly stored by uploads (verified, not already present).
+    pub blob_bytes_stored: AtomicU64,
+    /// For each bundle created, the sizes of the distinct blobs it lists.
+    pub bundle_bytes: AtomicU64,
+    /// When a GC run last completed, in milliseconds since the epoch; 0 before.
+    gc_last_success_millis: AtomicU64,
+    /// `--gc-interval`, in milliseconds.
+    gc_interval_millis: AtomicU64,
+    /// [`Readiness`] of the last storage probe, as its `u8`.
+    readiness: AtomicU8,
+    readiness_changes: AtomicU64,
+    /// Indexed by [`StorageOperation`], then [`StorageErrorKind`].
+    storage_errors: [[AtomicU64; StorageErrorKind::ALL.len()]; StorageOperation::ALL.len()],
+    /// When this process started, for `process_start_time_seconds`.
+    started: StartTime,
+}
+
+/// What the server was doing when storage failed: the label of
+/// `ferry_storage_errors_total{operation}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageOperation {
+    /// `PUT /v1/blobs/{digest}`.
+    BlobWrite,
+    /// Blob reads and `POST /v1/blobs/missing`.
+    BlobRead,
+    /// Bundle creation and deletion.
+    BundleWrite,
+    /// Bundle reads and listings, and bundle-token lookups.
+    BundleRead,
+    /// The storage probe behind `/readyz` and `ferry_ready`.
+    Readiness,
+    /// A garbage-collection run.
+    Gc,
+    /// Any other request.
+    Other,
+}
+
+impl StorageOperation {
+    pub const ALL: [Self; 7] = [
+        Self::BlobWrite,
+        Self::BlobRead,
+        Self::BundleWrite,
+        Self::BundleRead,
+        Self::Readiness,
+        Self::Gc,
+        Self::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BlobWrite => "blob_write",
+            Self::BlobRead => "blob_read",
+            Self::BundleWrite => "bundle_write",
+            Self::BundleRead => "bundle_read",
+            Self::Readiness => "readiness",
+            Self::Gc => "gc",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// How storage failed: the label of `ferry_storage_errors_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageErrorKind {
+    /// The backend did not answer or answered with an error (503 to clients).
+    Unavailable,
+    /// Out of space or quota (507 to clients).
+    Full,
+    /// A stored record did not parse (500 to clients).
+    Corrupt,
+}
+
+impl StorageErrorKind {
+    pub const ALL: [Self; 3] = [Self::Unavailable, Self::Full, Self::Corrupt];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Full => "full",
+            Self::Corrupt => "corrupt",
+        }
+    }
+
+    /// The kind of a store error that is the storage's fault; `None` for
+    /// answers about the request (not found, digest mismatch, a client that
+    /// stopped sending).
+    pub fn of(error: &StoreError) -> Option<Self> {
+        match error {
+            StoreError::Backend(_) => Some(Self::Unavailable),
+            StoreError::Full(_) => Some(Self::Full),
+            StoreError::Corrupt { .. } => Some(Self::Corrupt),
+            StoreError::NotFound
+            | StoreError::DigestMismatch { .. }
+            | StoreError::TooLarge { .. }
+            | StoreError::Truncated { .. }
+            | StoreError::Stalled(_)
+            | StoreError::Body(_) => None,
+        }
+    }
+}
+
+/// What the last storage probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Readiness {
+    /// No probe has finished yet.
+    Unknown = 0,
+    Ready = 1,
+    NotReady = 2,
+}
+
+struct StartTime(SystemTime);
+
+impl Default for StartTime {
+    fn default() -> Self {
+        Self(SystemTime::now())
+    }
+}
+
+fn seconds_since_epoch(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn millis_since_epoch(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Metrics {
@@ -55,6 +191,55 @@ impl Metrics {
         *map.entry(reason).or_default() += 1;
     }
 
+    /// Counts a failure of the storage itself; other store errors are the
+    /// request's and are not counted here.
+    pub fn count_storage_error(&self, operation: StorageOperation, error: &StoreError) {
+        if let Some(kind) = StorageErrorKind::of(error) {
+            self.count_storage_failure(operation, kind);
+        }
+    }
+
+    pub fn count_storage_failure(&self, operation: StorageOperation, kind: StorageErrorKind) {
+        let (o, k) = (operation as usize, kind as usize);
+        self.storage_errors[o][k].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a storage probe's outcome and returns the one before (`None`
+    /// before the first). A change between ready and not ready (not the
+    /// first outcome) counts as a readiness change.
+    pub fn observe_readiness(&self, ready: bool) -> Option<bool> {
+        let now = if ready {
+            Readiness::Ready
+        } else {
+            Readiness::NotReady
+        };
+        let before = self.readiness.swap(now as u8, Ordering::Relaxed);
+        if before == Readiness::Unknown as u8 {
+            return None;
+        }
+        if before != now as u8 {
+            self.readiness_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(before == Readiness::Ready as u8)
+    }
+
+    /// Whether the last storage probe succeeded.
+    pub fn is_ready(&self) -> bool {
+        self.readiness.load(Ordering::Relaxed) == Readiness::Ready as u8
+    }
+
+    /// A GC run completed: counts it and stamps the time.
+    pub fn gc_run_succeeded(&self) {
+        self.gc_runs.fetch_add(1, Ordering::Relaxed);
+        self.gc_last_success_millis
+            .store(millis_since_epoch(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    pub fn set_gc_interval(&self, interval: Duration) {
+        let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        self.gc_interval_millis.store(millis, Ordering::Relaxed);
+    }
+
     pub fn count_bundle_deleted(&self, reason: &'static str) {
         let mut map = self
             .bundles_deleted
@@ -70,16 +255,13 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+            single(out, "counter", name, help, value);
         };
         let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+            single(out, "gauge", name, help, value);
+        };
+        let float_gauge = |out: &mut String, name: &str, help: &str, value: f64| {
+            single(out, "gauge", name, help, value);
         };
         let _ = writeln!(
             out,
@@ -201,8 +383,74 @@ impl Metrics {
             "Requests being served now.",
             self.in_flight.load(Ordering::Relaxed),
         );
+        counter(
+            &mut out,
+            "ferry_blob_bytes_stored_total",
+            "Bytes of new blobs stored by uploads (verified, not already present).",
+            load(&self.blob_bytes_stored),
+        );
+        counter(
+            &mut out,
+            "ferry_bundle_bytes_total",
+            "For each bundle created, the total size of the distinct blobs it lists.",
+            load(&self.bundle_bytes),
+        );
+        let millis = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1000.0;
+        float_gauge(
+            &mut out,
+            "ferry_gc_last_success_timestamp_seconds",
+            "When a garbage collection run last completed (0: none yet).",
+            millis(&self.gc_last_success_millis),
+        );
+        float_gauge(
+            &mut out,
+            "ferry_gc_interval_seconds",
+            "How often garbage collection runs (--gc-interval).",
+            millis(&self.gc_interval_millis),
+        );
+        gauge(
+            &mut out,
+            "ferry_ready",
+            "1 when the last storage probe succeeded, else 0.",
+            i64::from(self.is_ready()),
+        );
+        counter(
+            &mut out,
+            "ferry_readiness_changes_total",
+            "Changes between ready and not ready.",
+            load(&self.readiness_changes),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ferry_storage_errors_total Storage failures (unreachable, full, corrupt record), by operation and kind.\n# TYPE ferry_storage_errors_total counter"
+        );
+        for operation in StorageOperation::ALL {
+            for kind in StorageErrorKind::ALL {
+                let n = load(&self.storage_errors[operation as usize][kind as usize]);
+                let _ = writeln!(
+                    out,
+                    "ferry_storage_errors_total{{operation=\"{}\",kind=\"{}\"}} {n}",
+                    operation.as_str(),
+                    kind.as_str()
+                );
+            }
+        }
+        float_gauge(
+            &mut out,
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds.",
+            seconds_since_epoch(self.started.0),
+        );
         out
     }
+}
+
+/// One unlabelled sample with its HELP and TYPE lines.
+fn single(out: &mut String, kind: &str, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 fn escape(label: &str) -> String {
@@ -230,6 +478,81 @@ mod tests {
             text.contains(
                 "# TYPE ferry_bytes_received_total counter\nferry_bytes_received_total 10"
             )
+        );
+    }
+
+    #[test]
+    fn readiness_changes_count_flips_but_not_the_first_outcome() {
+        let m = Metrics::default();
+        assert!(m.render().contains("\nferry_ready 0\n"));
+        assert_eq!(m.observe_readiness(true), None);
+        assert_eq!(m.observe_readiness(true), Some(true));
+        assert_eq!(m.observe_readiness(false), Some(true));
+        assert_eq!(m.observe_readiness(false), Some(false));
+        assert_eq!(m.observe_readiness(true), Some(false));
+        let text = m.render();
+        assert!(text.contains("\nferry_ready 1\n"), "{text}");
+        assert!(
+            text.contains("\nferry_readiness_changes_total 2\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn storage_errors_start_at_zero_for_every_label_set_and_skip_request_errors() {
+        let m = Metrics::default();
+        let zeros = m
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("ferry_storage_errors_total{") && l.ends_with(" 0"))
+            .count();
+        assert_eq!(
+            zeros,
+            StorageOperation::ALL.len() * StorageErrorKind::ALL.len()
+        );
+        m.count_storage_error(
+            StorageOperation::BlobWrite,
+            &StoreError::Full("ENOSPC".into()),
+        );
+        m.count_storage_error(StorageOperation::BlobWrite, &StoreError::NotFound);
+        m.count_storage_error(
+            StorageOperation::Gc,
+            &StoreError::Corrupt {
+                path: "bundles/x.json".into(),
+                reason: "eof".into(),
+            },
+        );
+        let text = m.render();
+        assert!(
+            text.contains("ferry_storage_errors_total{operation=\"blob_write\",kind=\"full\"} 1\n")
+        );
+        assert!(text.contains(
+            "ferry_storage_errors_total{operation=\"blob_write\",kind=\"unavailable\"} 0\n"
+        ));
+        assert!(text.contains("ferry_storage_errors_total{operation=\"gc\",kind=\"corrupt\"} 1\n"));
+    }
+
+    #[test]
+    fn gc_success_is_stamped_and_the_interval_is_in_seconds() {
+        let m = Metrics::default();
+        assert!(
+            m.render()
+                .contains("\nferry_gc_last_success_timestamp_seconds 0\n")
+        );
+        m.set_gc_interval(Duration::from_millis(1500));
+        let before = seconds_since_epoch(SystemTime::now());
+        m.gc_run_succeeded();
+        let text = m.render();
+        assert!(text.contains("\nferry_gc_interval_seconds 1.5\n"), "{text}");
+        assert!(text.contains("\nferry_gc_runs_total 1\n"), "{text}");
+        let stamped: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ferry_gc_last_success_timestamp_seconds "))
+            .and_then(|v| v.parse().ok())
+            .expect("timestamp sample");
+        assert!(
+            stamped >= before.floor() && stamped < before + 60.0,
+            "{stamped} vs {before}"
         );
     }
 }

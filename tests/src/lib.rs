@@ -10,11 +10,13 @@
 
 pub mod api;
 pub mod azurite;
+pub mod disk;
 pub mod gcs;
 pub mod init;
 pub mod moto;
 pub mod nginx;
 pub mod process;
+pub mod prometheus;
 pub mod server;
 pub mod tls;
 

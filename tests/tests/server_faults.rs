@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use ferry_core::Digest;
 use ferry_tests::api::ApiClient;
+use ferry_tests::disk::SmallDisk;
 use ferry_tests::moto::Moto;
-use ferry_tests::{FerryServer, bin, in_ci, pseudo_random_bytes};
+use ferry_tests::{FerryServer, bin, pseudo_random_bytes};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -175,43 +176,12 @@ fn fsck_finds_and_quarantines_a_corrupted_blob() {
     assert_eq!(code, 0, "{report:#}");
 }
 
-/// Mounts a small tmpfs, or says plainly why it cannot.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(megabytes: u32) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}M"), "tmpfs"])
-            .arg(dir.path())
-            .status();
-        if !status.is_ok_and(|s| s.success()) {
-            let msg = "cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN); the disk-full case was not exercised";
-            assert!(!in_ci(), "CI=true and the disk-full test cannot run: {msg}");
-            eprintln!("NOT RUN: {msg}");
-            return None;
-        }
-        Some(Self { dir })
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 #[test]
 fn disk_full_upload_gets_507_keeps_nothing_and_reads_go_on() {
     let Some(disk) = SmallDisk::mount(8) else {
         return;
     };
-    let data_dir = disk.dir.path().join("data");
+    let data_dir = disk.path().join("data");
     let server = FerryServer::builder()
         .data(data_dir.display().to_string())
         .start();

@@ -92,6 +92,10 @@ pub(super) async fn put(
     match outcome {
         Ok(PutOutcome::Created(size)) => {
             state.metrics.blobs_stored.fetch_add(1, Ordering::Relaxed);
+            state
+                .metrics
+                .blob_bytes_stored
+                .fetch_add(size, Ordering::Relaxed);
             tracing::info!(%digest, size, "blob stored");
             Ok((
                 StatusCode::CREATED,

@@ -196,6 +196,10 @@ pub(super) async fn create(
         .metrics
         .bundles_created
         .fetch_add(1, Ordering::Relaxed);
+    state
+        .metrics
+        .bundle_bytes
+        .fetch_add(sizes.values().sum(), Ordering::Relaxed);
     tracing::info!(
         %id,
         name = record.manifest.name.as_ref().map(|n| n.as_str()),

@@ -18,7 +18,7 @@ use ferry_core::Digest;
 use ferry_core::api::{ErrorBody, ErrorCode, ErrorDetail};
 
 use crate::auth::Authenticator;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StorageErrorKind, StorageOperation};
 use crate::store::{Store, StoreError};
 
 /// Limits every request is held to; set from the command line.
@@ -58,6 +58,23 @@ pub struct AppState {
 
 pub type SharedState = Arc<AppState>;
 
+#[cfg(test)]
+impl AppState {
+    /// State over `object_store`'s in-memory store, auth disabled.
+    pub(crate) fn in_memory() -> SharedState {
+        Arc::new(Self {
+            store: Store::new(
+                Arc::new(object_store::memory::InMemory::new()),
+                None,
+                "memory".into(),
+            ),
+            auth: Authenticator::new(crate::auth::UploadAuth::Disabled),
+            metrics: Arc::new(Metrics::default()),
+            limits: Limits::default(),
+        })
+    }
+}
+
 /// The whole HTTP API.
 pub fn router(state: SharedState) -> Router {
     let json_limit = state.limits.max_json_bytes;
@@ -91,12 +108,41 @@ async fn count_requests(
     state.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
     let response = next.run(request).await;
     state.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
-    state.metrics.record_request(
-        route.as_ref().map_or("unmatched", |p| p.as_str()),
-        method.as_str(),
-        response.status().as_u16(),
-    );
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
+    if let Some(StorageFailure(kind)) = response.extensions().get::<StorageFailure>() {
+        state
+            .metrics
+            .count_storage_failure(storage_operation(route, &method), *kind);
+    }
+    state
+        .metrics
+        .record_request(route, method.as_str(), response.status().as_u16());
     response
+}
+
+/// Marks a response that failed because storage did; [`count_requests`]
+/// counts it by the operation its route performs.
+#[derive(Debug, Clone, Copy)]
+struct StorageFailure(StorageErrorKind);
+
+/// Which storage operation a route performs, for `ferry_storage_errors_total`.
+fn storage_operation(route: &str, method: &http::Method) -> StorageOperation {
+    use http::Method;
+    if route.starts_with("/v1/blobs") {
+        if method == Method::PUT {
+            StorageOperation::BlobWrite
+        } else {
+            StorageOperation::BlobRead
+        }
+    } else if route.starts_with("/v1/bundles") {
+        if method == Method::POST || method == Method::DELETE {
+            StorageOperation::BundleWrite
+        } else {
+            StorageOperation::BundleRead
+        }
+    } else {
+        StorageOperation::Other
+    }
 }
 
 /// An answer other than success: a code from the API's list, a message for
@@ -107,6 +153,8 @@ pub struct ApiError {
     message: String,
     missing: Vec<Digest>,
     headers: Vec<(http::HeaderName, String)>,
+    /// Set when the storage itself failed (not the request).
+    storage: Option<StorageErrorKind>,
 }
 
 impl ApiError {
@@ -116,6 +164,7 @@ impl ApiError {
             message: message.into(),
             missing: Vec::new(),
             headers: Vec::new(),
+            storage: None,
         }
     }
 
@@ -165,7 +214,8 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        match error {
+        let storage = StorageErrorKind::of(&error);
+        let mut answer = match error {
             StoreError::NotFound => Self::not_found("not found"),
             StoreError::DigestMismatch { expected, actual } => Self::new(
                 ErrorCode::DigestMismatch,
@@ -216,7 +266,9 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%error, "internal failure");
                 Self::internal()
             }
-        }
+        };
+        answer.storage = storage;
+        answer
     }
 }
 
@@ -232,6 +284,9 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, axum::Json(body)).into_response();
+        if let Some(kind) = self.storage {
+            response.extensions_mut().insert(StorageFailure(kind));
+        }
         for (name, value) in self.headers {
             if let Ok(value) = http::HeaderValue::from_str(&value) {
                 response.headers_mut().insert(name, value);
