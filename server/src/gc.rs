@@ -258,12 +258,9 @@ mod tests {
 
     use ferry_core::api::{Entry, Manifest};
     use ferry_core::{BundleId, EntryPath};
-    use object_store::memory::InMemory;
 
     use super::*;
-    use crate::auth::{Authenticator, UploadAuth};
-    use crate::metrics::Metrics;
-    use crate::store::{BodyLimits, ObjectStoreBackend};
+    use crate::store::BodyLimits;
 
     fn record(digests: &[Digest], expires_at: Option<DateTime<Utc>>) -> BundleRecord {
         let created_at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
@@ -345,15 +342,7 @@ mod tests {
     }
 
     fn memory_state() -> Arc<AppState> {
-        Arc::new(AppState {
-            store: Store::new(Arc::new(ObjectStoreBackend::new(
-                Arc::new(InMemory::new()),
-                "memory",
-            ))),
-            auth: Authenticator::new(UploadAuth::Disabled),
-            metrics: Arc::new(Metrics::default()),
-            limits: crate::api::Limits::default(),
-        })
+        AppState::in_memory()
     }
 
     #[tokio::test]

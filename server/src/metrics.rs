@@ -128,10 +128,15 @@ impl StorageErrorKind {
     /// stopped sending).
     pub fn of(error: &StoreError) -> Option<Self> {
         match error {
-            StoreError::Backend(_) => Some(Self::Unavailable),
+            StoreError::Backend(_) | StoreError::Unsupported(_) => Some(Self::Unavailable),
             StoreError::Full(_) => Some(Self::Full),
             StoreError::Corrupt { .. } => Some(Self::Corrupt),
+            // Lost races the store resolves itself, and the server's own
+            // failures (a storage thread that panicked): not the storage's.
             StoreError::NotFound
+            | StoreError::AlreadyExists { .. }
+            | StoreError::VersionMismatch { .. }
+            | StoreError::Internal(_)
             | StoreError::DigestMismatch { .. }
             | StoreError::TooLarge { .. }
             | StoreError::Truncated { .. }

@@ -115,7 +115,8 @@ pub fn parse_selector(selector: &str) -> Result<BTreeMap<String, String>, String
 }
 
 /// Every blob the entries name must be stored, at the size they claim.
-async fn check_blobs_stored(store: &Store, entries: &[Entry]) -> Result<(), ApiError> {
+/// Returns the bytes of the distinct blobs.
+async fn check_blobs_stored(store: &Store, entries: &[Entry]) -> Result<u64, ApiError> {
     let mut sizes: HashMap<Digest, u64> = HashMap::new();
     for entry in entries {
         sizes.insert(entry.digest, entry.size);
@@ -137,7 +138,7 @@ async fn check_blobs_stored(store: &Store, entries: &[Entry]) -> Result<(), ApiE
             ));
         }
     }
-    Ok(())
+    Ok(sizes.values().sum())
 }
 
 pub(super) async fn create(
@@ -153,7 +154,7 @@ pub(super) async fn create(
     let request: CreateBundleRequest = parse_json(body, state.limits.max_json_bytes)?;
     validate(&request, state.limits.max_entries)?;
 
-    check_blobs_stored(&state.store, &request.entries).await?;
+    let distinct_bytes = check_blobs_stored(&state.store, &request.entries).await?;
     let now = Utc::now();
     let ttl = request.ttl_seconds.unwrap_or(if request.name.is_some() {
         Ttl::Never
@@ -199,7 +200,7 @@ pub(super) async fn create(
     state
         .metrics
         .bundle_bytes
-        .fetch_add(sizes.values().sum(), Ordering::Relaxed);
+        .fetch_add(distinct_bytes, Ordering::Relaxed);
     tracing::info!(
         %id,
         name = record.manifest.name.as_ref().map(|n| n.as_str()),

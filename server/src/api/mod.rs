@@ -63,11 +63,10 @@ impl AppState {
     /// State over `object_store`'s in-memory store, auth disabled.
     pub(crate) fn in_memory() -> SharedState {
         Arc::new(Self {
-            store: Store::new(
+            store: Store::new(Arc::new(crate::store::ObjectStoreBackend::new(
                 Arc::new(object_store::memory::InMemory::new()),
-                None,
-                "memory".into(),
-            ),
+                "memory",
+            ))),
             auth: Authenticator::new(crate::auth::UploadAuth::Disabled),
             metrics: Arc::new(Metrics::default()),
             limits: Limits::default(),
