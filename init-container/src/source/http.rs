@@ -8,7 +8,8 @@
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, RANGE};
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use secrecy::{ExposeSecret as _, SecretString};
 use url::Url;
 
 use super::{Opened, Source};
@@ -21,7 +22,7 @@ const MAX_ERROR_BODY: usize = 300;
 pub struct HttpSource {
     client: reqwest::Client,
     url: Url,
-    bearer: Option<String>,
+    bearer: Option<SecretString>,
 }
 
 impl HttpSource {
@@ -34,7 +35,7 @@ impl HttpSource {
     }
 
     /// Sends `Authorization: Bearer <token>` with every request.
-    pub fn with_bearer(mut self, token: Option<String>) -> Self {
+    pub fn with_bearer(mut self, token: Option<SecretString>) -> Self {
         self.bearer = token;
         self
     }
@@ -46,7 +47,7 @@ impl Source for HttpSource {
         get_from(
             &self.client,
             self.url.clone(),
-            self.bearer.as_deref(),
+            self.bearer.as_ref(),
             offset,
             true,
         )
@@ -63,7 +64,7 @@ impl Source for HttpSource {
 pub(crate) async fn get_from(
     client: &reqwest::Client,
     url: Url,
-    bearer: Option<&str>,
+    bearer: Option<&SecretString>,
     offset: u64,
     use_range_header: bool,
 ) -> Result<Opened, FetchError> {
@@ -73,7 +74,7 @@ pub(crate) async fn get_from(
         request = request.header(RANGE, format!("bytes={offset}-"));
     }
     if let Some(token) = bearer {
-        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        request = request.bearer_auth(token.expose_secret());
     }
     let response = request
         .send()
