@@ -76,7 +76,7 @@ mod tests {
     impl Read for Stingy<'_> {
         fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
             self.calls += 1;
-            if self.calls % 3 == 0 {
+            if self.calls.is_multiple_of(3) {
                 return Err(std::io::Error::from(ErrorKind::Interrupted));
             }
             let n = (self.calls % self.step + 1)
