@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use ferry_core::api::Manifest;
 use ferry_core::{BundleRef, Digest};
 use ferry_io::{TokenError, read_token_file};
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use url::Url;
 
-use super::http::HttpSource;
+use super::http::{HttpSource, send, successful};
 use crate::error::FetchError;
 
 /// Where bundle tokens come from.
@@ -93,23 +93,8 @@ impl FerryServer {
     ) -> Result<Manifest, FetchError> {
         let url = self.url(&format!("/v1/bundles/{}", bundle.as_str()))?;
         let what = format!("bundle {bundle} at {url}");
-        let mut request = self.client.get(url);
-        if let Some(token) = token {
-            request = request.bearer_auth(token.expose_secret());
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| FetchError::from_reqwest(&e))?;
-        let status = response.status();
-        if !status.is_success() {
-            let detail = response
-                .json::<ferry_core::api::ErrorBody>()
-                .await
-                .ok()
-                .map(|b| b.error.message);
-            return Err(FetchError::from_status(status.as_u16(), what, detail));
-        }
+        let response = send(self.client.get(url), token).await?;
+        let response = successful(response, what.clone()).await?;
         let text = response
             .text()
             .await
@@ -131,6 +116,8 @@ impl FerryServer {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret as _;
+
     use super::*;
 
     #[test]

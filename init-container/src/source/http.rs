@@ -73,13 +73,7 @@ pub(crate) async fn get_from(
     if offset > 0 && use_range_header {
         request = request.header(RANGE, format!("bytes={offset}-"));
     }
-    if let Some(token) = bearer {
-        request = request.bearer_auth(token.expose_secret());
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| FetchError::from_reqwest(&e))?;
+    let response = send(request, bearer).await?;
     let status = response.status();
     let total_from_range = response
         .headers()
@@ -95,10 +89,7 @@ pub(crate) async fn get_from(
             size: Some(offset),
         });
     }
-    if !status.is_success() {
-        let detail = error_detail(response).await;
-        return Err(FetchError::from_status(status.as_u16(), what, detail));
-    }
+    let response = successful(response, what).await?;
     let (start, size) = if status == StatusCode::PARTIAL_CONTENT && use_range_header {
         (offset, total_from_range)
     } else if use_range_header {
@@ -114,6 +105,34 @@ pub(crate) async fn get_from(
         start,
         size,
     })
+}
+
+/// Sends `request`, with `Authorization: Bearer <token>` when there is one.
+pub(crate) async fn send(
+    mut request: reqwest::RequestBuilder,
+    bearer: Option<&SecretString>,
+) -> Result<reqwest::Response, FetchError> {
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token.expose_secret());
+    }
+    request
+        .send()
+        .await
+        .map_err(|e| FetchError::from_reqwest(&e))
+}
+
+/// `response` if its status is a success, else the error it stands for,
+/// naming `what` and quoting the body's explanation.
+pub(crate) async fn successful(
+    response: reqwest::Response,
+    what: String,
+) -> Result<reqwest::Response, FetchError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let detail = error_detail(response).await;
+    Err(FetchError::from_status(status.as_u16(), what, detail))
 }
 
 /// The message of a ferry or WebHDFS JSON error body, or the start of any
