@@ -1,7 +1,8 @@
 //! An HTTP client for ferry-server's API v1, with retries on transient
-//! failures and errors that say what to do.
+//! failures (the shared [`RetryPolicy`] and status rule) and errors that say
+//! what to do.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_core::Digest;
@@ -9,7 +10,11 @@ use ferry_core::api::{
     CreateBundleRequest, CreateBundleResponse, ErrorBody, ErrorCode, ListBundlesResponse,
     MAX_MISSING_QUERY, Manifest, MissingRequest, MissingResponse,
 };
+use ferry_io::{
+    HttpError, HttpOptions, RetryPolicy, Transient, http_client, is_transient_status, render_chain,
+};
 use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// Why a call to the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,12 +43,15 @@ pub enum ApiError {
     Protocol(String),
 }
 
-impl ApiError {
+impl Transient for ApiError {
+    /// An unreachable server, a status the shared rule retries (408, 429,
+    /// most 5xx, not 507: a full disk waits for an operator), or an error
+    /// code the server marks as transient.
     fn is_transient(&self) -> bool {
         match self {
             Self::Unreachable { .. } => true,
             Self::Server { status, code, .. } => {
-                code.is_transient() || *status == 429 || (*status >= 500 && *status != 507)
+                code.is_transient() || is_transient_status(*status)
             }
             _ => false,
         }
@@ -54,38 +62,37 @@ impl ApiError {
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     base: String,
-    token: Option<String>,
+    token: Option<SecretString>,
     http: reqwest::Client,
-    retries: u32,
+    retry: RetryPolicy,
 }
 
 impl ApiClient {
+    /// A client of `server`, trusting the extra CA certificates in
+    /// `ca_file`, retrying transient failures `retries` times.
     pub fn new(
         server: &str,
-        token: Option<String>,
-        ca_pem: Option<&[u8]>,
+        token: Option<SecretString>,
+        ca_file: Option<PathBuf>,
         retries: u32,
-    ) -> Result<Self, ApiError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(120))
-            .pool_max_idle_per_host(64)
-            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| ApiError::Protocol(format!("CA file is not PEM: {e}")))?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ApiError::Protocol(format!("cannot build the HTTP client: {e}")))?;
+    ) -> Result<Self, HttpError> {
+        let http = http_client(&HttpOptions {
+            ca_file,
+            // Uploads run many at once against one server.
+            max_idle_per_host: Some(64),
+            ..HttpOptions::new(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+        })?;
         Ok(Self {
             base: server.trim_end_matches('/').to_owned(),
             token,
             http,
-            retries,
+            // 0.4 s, 0.8 s, 1.6 s… up to 12.8 s before jitter: a server
+            // restarting under a rolling update is back within a few tries.
+            retry: RetryPolicy {
+                retries,
+                base: Duration::from_millis(400),
+                max: Duration::from_millis(12_800),
+            },
         })
     }
 
@@ -96,37 +103,29 @@ impl ApiClient {
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let builder = self.http.request(method, format!("{}{path}", self.base));
         match &self.token {
-            Some(token) => builder.bearer_auth(token),
+            Some(token) => builder.bearer_auth(token.expose_secret()),
             None => builder,
         }
     }
 
     /// Sends a request (rebuilt by `make` for each attempt), retrying
-    /// transient failures with exponential backoff.
-    async fn send<F, Fut>(&self, make: F) -> Result<reqwest::Response, ApiError>
+    /// transient failures with backoff. `what` names it in retry logs.
+    async fn send<F, Fut>(&self, what: &str, make: F) -> Result<reqwest::Response, ApiError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<reqwest::RequestBuilder, ApiError>>,
     {
-        let mut attempt = 0;
-        loop {
-            let result = match make().await?.send().await {
-                Ok(response) => self.check(response).await,
-                Err(e) => Err(ApiError::Unreachable {
-                    server: self.base.clone(),
-                    reason: describe(&e),
-                }),
-            };
-            match result {
-                Err(e) if e.is_transient() && attempt < self.retries => {
-                    attempt += 1;
-                    let delay = Duration::from_millis(200 * (1 << attempt.min(6)));
-                    tracing::warn!(error = %e, attempt, "retrying after a transient failure");
-                    tokio::time::sleep(delay).await;
+        self.retry
+            .run(what, || async {
+                match make().await?.send().await {
+                    Ok(response) => self.check(response).await,
+                    Err(e) => Err(ApiError::Unreachable {
+                        server: self.base.clone(),
+                        reason: describe(&e),
+                    }),
                 }
-                other => return other,
-            }
-        }
+            })
+            .await
     }
 
     async fn check(&self, response: reqwest::Response) -> Result<reqwest::Response, ApiError> {
@@ -166,7 +165,9 @@ impl ApiClient {
                 digests: chunk.to_vec(),
             };
             let response = self
-                .send(|| async { Ok(self.request(Method::POST, "/v1/blobs/missing").json(&body)) })
+                .send("asking which blobs are missing", || async {
+                    Ok(self.request(Method::POST, "/v1/blobs/missing").json(&body))
+                })
                 .await?;
             let answer: MissingResponse = response
                 .json()
@@ -185,7 +186,7 @@ impl ApiClient {
         size: u64,
         on_bytes: impl Fn(u64) + Clone + Send + Sync + 'static,
     ) -> Result<(), ApiError> {
-        self.send(|| {
+        self.send(&format!("uploading {digest}"), || {
             let on_bytes = on_bytes.clone();
             async move {
                 let file = tokio::fs::File::open(path)
@@ -215,7 +216,9 @@ impl ApiClient {
         request: &CreateBundleRequest,
     ) -> Result<CreateBundleResponse, ApiError> {
         let response = self
-            .send(|| async { Ok(self.request(Method::POST, "/v1/bundles").json(request)) })
+            .send("creating the bundle", || async {
+                Ok(self.request(Method::POST, "/v1/bundles").json(request))
+            })
             .await?;
         response
             .json()
@@ -226,7 +229,9 @@ impl ApiClient {
     pub async fn get_bundle(&self, bundle: &str) -> Result<Manifest, ApiError> {
         let path = format!("/v1/bundles/{bundle}");
         let response = self
-            .send(|| async { Ok(self.request(Method::GET, &path)) })
+            .send(&format!("reading bundle {bundle}"), || async {
+                Ok(self.request(Method::GET, &path))
+            })
             .await?;
         response
             .json()
@@ -247,7 +252,9 @@ impl ApiClient {
             query.push(("label".into(), format!("{k}={v}")));
         }
         let response = self
-            .send(|| async { Ok(self.request(Method::GET, "/v1/bundles").query(&query)) })
+            .send("listing bundles", || async {
+                Ok(self.request(Method::GET, "/v1/bundles").query(&query))
+            })
             .await?;
         response
             .json()
@@ -257,24 +264,21 @@ impl ApiClient {
 
     pub async fn delete_bundle(&self, bundle: &str) -> Result<(), ApiError> {
         let path = format!("/v1/bundles/{bundle}");
-        self.send(|| async { Ok(self.request(Method::DELETE, &path)) })
-            .await?;
+        self.send(&format!("deleting bundle {bundle}"), || async {
+            Ok(self.request(Method::DELETE, &path))
+        })
+        .await?;
         Ok(())
     }
 }
 
-/// The innermost cause of a reqwest error, which is the informative one
+/// A reqwest error with its causes, down to the informative root one
 /// ("Connection refused", "certificate not trusted").
 fn describe(error: &reqwest::Error) -> String {
-    let mut source: Option<&dyn std::error::Error> = Some(error);
-    let mut last = error.to_string();
-    while let Some(e) = source {
-        last = e.to_string();
-        source = e.source();
-    }
+    let text = render_chain(error);
     if error.is_timeout() {
-        format!("timed out ({last})")
+        format!("timed out ({text})")
     } else {
-        last
+        text
     }
 }

@@ -11,6 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
+use ferry_io::{HttpError, TokenError, read_token_file};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::api::ApiClient;
@@ -30,14 +32,12 @@ pub struct ConfigFile {
 pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}")]
     File { path: String, reason: String },
-    #[error("cannot read token file {path}: {reason}")]
-    Token { path: String, reason: String },
-    #[error("cannot read CA file {path}: {reason}")]
-    Ca { path: String, reason: String },
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
     #[error("--kube-token: {0}")]
     Kube(String),
-    #[error("{0}")]
-    Api(#[from] crate::api::ApiError),
 }
 
 /// What the global flags said.
@@ -56,8 +56,9 @@ pub struct ConnectionFlags {
 #[derive(Debug, Clone)]
 pub struct Connection {
     pub server: String,
-    pub token: Option<String>,
-    pub ca_pem: Option<Vec<u8>>,
+    pub token: Option<SecretString>,
+    /// Extra CA certificates, read when the client is built.
+    pub ca_file: Option<PathBuf>,
     pub retries: u32,
 }
 
@@ -71,31 +72,24 @@ impl Connection {
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
         let token = match (&flags.token, &flags.token_file, &file.token_file) {
             _ if flags.kube_token => Some(kubeconfig_token()?),
-            (Some(token), _, _) => Some(token.trim().to_owned()),
-            (None, Some(path), _) | (None, None, Some(path)) => Some(read_token(path)?),
+            (Some(token), _, _) => Some(SecretString::from(token.trim())),
+            (None, Some(path), _) | (None, None, Some(path)) => Some(read_token_file(path)?),
             (None, None, None) => local_server_token(&server),
-        };
-        let ca_file = flags.ca_file.clone().or(file.ca_file);
-        let ca_pem = match ca_file {
-            Some(path) => Some(std::fs::read(&path).map_err(|e| ConfigError::Ca {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?),
-            None => None,
         };
         Ok(Self {
             server,
             token,
-            ca_pem,
+            ca_file: flags.ca_file.clone().or(file.ca_file),
             retries: flags.retries,
         })
     }
 
+    /// The API client; reads the CA file.
     pub fn client(&self) -> Result<ApiClient, ConfigError> {
         Ok(ApiClient::new(
             &self.server,
             self.token.clone(),
-            self.ca_pem.as_deref(),
+            self.ca_file.clone(),
             self.retries,
         )?)
     }
@@ -135,24 +129,9 @@ fn load_file(explicit: Option<&Path>) -> Result<ConfigFile, ConfigError> {
     })
 }
 
-fn read_token(path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Token {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(ConfigError::Token {
-            path: path.display().to_string(),
-            reason: "the file is empty".into(),
-        });
-    }
-    Ok(token.to_owned())
-}
-
 /// The bearer token of the current kubeconfig context's user, for a server
 /// started with `--kubernetes-auth` (it checks the token with TokenReview).
-fn kubeconfig_token() -> Result<String, ConfigError> {
+fn kubeconfig_token() -> Result<SecretString, ConfigError> {
     use secrecy::ExposeSecret as _;
     let config = kube::config::Kubeconfig::read()
         .map_err(|e| ConfigError::Kube(format!("cannot read the kubeconfig: {e}")))?;
@@ -180,10 +159,10 @@ fn kubeconfig_token() -> Result<String, ConfigError> {
             ))
         })?;
     if let Some(token) = &auth.token {
-        return Ok(token.expose_secret().trim().to_owned());
+        return Ok(SecretString::from(token.expose_secret().trim()));
     }
     if let Some(path) = &auth.token_file {
-        return read_token(Path::new(path));
+        return Ok(read_token_file(Path::new(path))?);
     }
     Err(ConfigError::Kube(format!(
         "user {user:?} of context {context_name} has no bearer token (token or tokenFile); \
@@ -193,13 +172,12 @@ fn kubeconfig_token() -> Result<String, ConfigError> {
 
 /// For a server on this machine started in the current folder with its
 /// defaults, its generated token: `ferry-server` then `ferry stage` just work.
-fn local_server_token(server: &str) -> Option<String> {
+fn local_server_token(server: &str) -> Option<SecretString> {
     let local = server.starts_with("http://127.0.0.1:") || server.starts_with("http://localhost:");
+    // Absent or empty: no token, as if there were no local server.
     local
-        .then(|| std::fs::read_to_string("ferry-data/upload-token").ok())
+        .then(|| read_token_file(Path::new("ferry-data/upload-token")).ok())
         .flatten()
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -226,7 +204,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(from_file.server, "http://filehost:1");
-        assert_eq!(from_file.token.as_deref(), Some("from-file"));
+        assert_eq!(exposed(&from_file), Some("from-file"));
         let flagged = Connection::resolve(&ConnectionFlags {
             config: Some(config),
             server: Some("http://flag:2".into()),
@@ -235,7 +213,12 @@ mod tests {
         })
         .unwrap();
         assert_eq!(flagged.server, "http://flag:2");
-        assert_eq!(flagged.token.as_deref(), Some("from-flag"));
+        assert_eq!(exposed(&flagged), Some("from-flag"));
+    }
+
+    fn exposed(connection: &Connection) -> Option<&str> {
+        use secrecy::ExposeSecret as _;
+        connection.token.as_ref().map(|t| t.expose_secret())
     }
 
     #[test]

@@ -1,29 +1,17 @@
-//! Hashing local files: all cores, 1 MiB reads, sha2 with its CPU extensions.
+//! Hashing local files on all cores, each with the shared file hashing
+//! (`ferry_io::hash`: 1 MiB reads, sha2 with its CPU extensions).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ferry_core::{Digest, Sha256Hasher};
-
-const READ_BUFFER: usize = 1 << 20;
+use ferry_core::Digest;
+use ferry_io::hash::hash_reader_with_progress;
 
 /// The digest and size of one file, read once.
 pub fn hash_file(path: &Path, on_bytes: &(dyn Fn(u64) + Sync)) -> std::io::Result<(Digest, u64)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut buffer = vec![0u8; READ_BUFFER];
-    let mut hasher = Sha256Hasher::new();
-    loop {
-        let n = match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buffer[..n]);
-        on_bytes(n as u64);
-    }
+    let file = std::fs::File::open(path)?;
+    let hasher = hash_reader_with_progress(file, &mut |n| on_bytes(n))?;
     let size = hasher.len();
     Ok((hasher.finish(), size))
 }

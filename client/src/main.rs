@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     match runtime.block_on(ferry_client::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("ferry: {error:#}");
+            eprintln!("ferry: {}", ferry_io::render_chain(&*error));
             ExitCode::FAILURE
         }
     }

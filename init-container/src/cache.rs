@@ -11,12 +11,16 @@
 //! Trust model: a file enters the cache only through a temp file that was
 //! hashed while it was written, matched its digest, was fsynced, made
 //! read-only (0444) and renamed into place; then its lock file records a
-//! seal: the entry's inode, size and modification time. A hit whose seal
-//! still matches is used as it is, with no re-hash: linking a 1 GiB jar
-//! costs a `stat`, not a read of 1 GiB. Anything else (no seal, another
-//! inode, size or mtime, write permission) is hashed again before use and
-//! removed if it does not match. Writing through a hard link given to a pod
-//! changes the mtime, so an accidental write is caught; the cache directory
+//! seal: the entry's [`FileIdentity`] (device, inode, size, modification
+//! and change times). A hit whose seal still matches is used as it is, with
+//! no re-hash: linking a 1 GiB jar costs a `stat`, not a read of 1 GiB.
+//! Anything else (no seal, a seal of an older format, another device, inode,
+//! size or mtime, write permission) is hashed again before use and removed
+//! if it does not match. The change time is recorded but not compared
+//! ([`FileIdentity::unchanged_since`]): every hard link handed to a pod
+//! moves it, so comparing it would re-hash on every hit. Writing through a
+//! hard link given to a pod changes the mtime, so an accidental write is
+//! caught; the cache directory
 //! itself must be writable only by ferry-init (like any hostPath, whoever
 //! can write it can plant files), and a deliberate forger with that access
 //! is outside what the seal defends against.
@@ -28,17 +32,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_core::{Digest, EntryPath};
+use ferry_io::durable::errno_io;
+use ferry_io::{FileIdentity, hash_reader};
 use rustix::fs::FlockOperation;
 use rustix::io::Errno;
 
 use crate::error::FetchError;
-use crate::write::{DestDir, hash_reader};
+use crate::write::DestDir;
 
 /// How often a waiting fetch retries a held lock.
 const LOCK_POLL: Duration = Duration::from_millis(50);
 /// Permissions of cache files: read-only, since destinations may be hard
 /// links to them.
 pub const CACHE_MODE: u32 = 0o444;
+/// The first word of a seal; a seal of another format reads as none.
+const SEAL_PREFIX: &str = "ferry-cache-seal v2 ";
 
 /// An open cache directory.
 pub struct Cache {
@@ -107,7 +115,7 @@ impl Cache {
                 Err(e) => {
                     return Err(FetchError::io(
                         format!("locking {}", path.display()),
-                        std::io::Error::from_raw_os_error(e.raw_os_error()),
+                        errno_io(e),
                     ));
                 }
             }
@@ -124,28 +132,25 @@ impl Cache {
         digest: &Digest,
     ) -> Result<Option<(PathBuf, Hit)>, FetchError> {
         let entry = Self::entry_path(digest);
-        let Some(mut file) = self.objects.existing(&entry)? else {
+        let Some(file) = self.objects.existing(&entry)? else {
             return Ok(None);
         };
         let path = self.root.join(entry.as_str());
         let meta = file
             .metadata()
             .map_err(|e| FetchError::io(format!("reading {}", path.display()), e))?;
-        if meta.mode() & 0o7777 == CACHE_MODE && read_seal(lock) == Some(seal_of(&meta)) {
+        let sealed =
+            read_seal(lock).is_some_and(|seal| FileIdentity::of(&meta).unchanged_since(&seal));
+        if meta.mode() & 0o7777 == CACHE_MODE && sealed {
             return Ok(Some((path, Hit::Sealed)));
         }
-        let actual = hash_reader(&mut file)
+        let actual = hash_reader(&file)
             .map_err(|e| FetchError::io(format!("reading {}", path.display()), e))?
             .finish();
         if actual == *digest {
             tracing::info!(path = %path.display(), "unsealed cache file verified");
             rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(CACHE_MODE)).map_err(
-                |e| {
-                    FetchError::io(
-                        format!("making {} read-only", path.display()),
-                        std::io::Error::from_raw_os_error(e.raw_os_error()),
-                    )
-                },
+                |e| FetchError::io(format!("making {} read-only", path.display()), errno_io(e)),
             )?;
             self.seal(lock, digest)?;
             return Ok(Some((path, Hit::Rehashed)));
@@ -164,29 +169,23 @@ impl Cache {
         let mut file: &std::fs::File = &lock.file;
         file.set_len(0)
             .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(seal_of(&meta).as_bytes()))
+            .and_then(|()| {
+                let seal = format!("{SEAL_PREFIX}{}\n", FileIdentity::of(&meta));
+                file.write_all(seal.as_bytes())
+            })
             .map_err(|e| FetchError::io(format!("sealing {}", path.display()), e))
     }
 }
 
-/// The seal of a cache file: what a write or a replacement would change.
-fn seal_of(meta: &std::fs::Metadata) -> String {
-    format!(
-        "ferry-cache-seal v1 dev={} ino={} size={} mtime={}.{:09}\n",
-        meta.dev(),
-        meta.ino(),
-        meta.size(),
-        meta.mtime(),
-        meta.mtime_nsec()
-    )
-}
-
-fn read_seal(lock: &CacheLock) -> Option<String> {
+/// The identity a lock file's seal records, if it holds one in the current
+/// format. An older seal (`v1`, before the change time was kept) reads as
+/// none, so its entry is hashed once more and sealed again: the safe path.
+fn read_seal(lock: &CacheLock) -> Option<FileIdentity> {
     let mut file: &std::fs::File = &lock.file;
     let mut text = String::new();
     file.rewind().ok()?;
     file.take(256).read_to_string(&mut text).ok()?;
-    Some(text)
+    text.strip_prefix(SEAL_PREFIX)?.trim_end().parse().ok()
 }
 
 #[cfg(test)]
@@ -242,6 +241,32 @@ mod tests {
         std::fs::write(dir.path().join("locks").join(digest.hex()), b"").unwrap();
         let (_, hit) = cache.lookup(&lock, &digest).unwrap().unwrap();
         assert_eq!(hit, Hit::Rehashed);
+        assert_eq!(
+            cache.lookup(&lock, &digest).unwrap().unwrap().1,
+            Hit::Sealed
+        );
+
+        // A seal of the first format (no change time) is read as none:
+        // hashed once more, then sealed in the current format.
+        let meta = std::fs::metadata(&found).unwrap();
+        let v1 = format!(
+            "ferry-cache-seal v1 dev={} ino={} size={} mtime={}.{:09}\n",
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        );
+        std::fs::write(dir.path().join("locks").join(digest.hex()), v1).unwrap();
+        let (_, hit) = cache.lookup(&lock, &digest).unwrap().unwrap();
+        assert_eq!(hit, Hit::Rehashed);
+        let seal = std::fs::read_to_string(dir.path().join("locks").join(digest.hex())).unwrap();
+        assert!(seal.starts_with(SEAL_PREFIX), "{seal}");
+
+        // Linking the entry into a destination moves its change time, and
+        // the seal still holds (the pause lets the change time move).
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::hard_link(&found, dir.path().join("linked")).unwrap();
         assert_eq!(
             cache.lookup(&lock, &digest).unwrap().unwrap().1,
             Hit::Sealed

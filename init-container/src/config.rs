@@ -13,9 +13,9 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use ferry_core::plan::FetchPlan;
 use ferry_core::{EntryPath, SourceUri};
+use ferry_io::RetryPolicy;
 use url::Url;
 
-use crate::retry::RetryPolicy;
 use crate::source::ferry::TokenSource;
 
 /// Fetches a pod's dependencies (ferry bundles, HTTP(S), S3, GCS, Azure,

@@ -1,11 +1,14 @@
 //! Why one item could not be put in place, and whether trying again may help.
 //!
-//! The retry loop branches on [`FetchError::is_transient`]; the report prints
-//! the `Display` form, so every variant says what failed and what to check.
+//! The retry loop branches on [`Transient::is_transient`] (HTTP statuses by
+//! the shared rule, [`is_transient_status`]); the report prints the error
+//! with its causes ([`ferry_io::render_chain`]), so every variant says what
+//! failed and what to check.
 
 use std::io;
 
 use ferry_core::Digest;
+use ferry_io::{SinkError, Transient, is_transient_status, render_chain};
 
 /// A failure while resolving, fetching, verifying or writing one item.
 #[derive(Debug, thiserror::Error)]
@@ -38,18 +41,33 @@ pub enum FetchError {
     Invalid(String),
 }
 
-impl FetchError {
+impl Transient for FetchError {
     /// Whether the same request may succeed if tried again: connection
-    /// failures, 5xx, 429, 408 and truncated bodies. Everything else (404,
-    /// 403, a wrong digest, a bad path) fails the same way every time.
-    pub fn is_transient(&self) -> bool {
+    /// failures, truncated bodies and the statuses [`is_transient_status`]
+    /// names (408, 429, most 5xx). Everything else (404, 403, a wrong
+    /// digest, a bad path) fails the same way every time.
+    fn is_transient(&self) -> bool {
         match self {
             Self::Network(_) | Self::Truncated { .. } => true,
-            Self::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            Self::Status { status, .. } => is_transient_status(*status),
             _ => false,
         }
     }
+}
 
+impl From<SinkError> for FetchError {
+    fn from(error: SinkError) -> Self {
+        match error {
+            SinkError::Write { source } => Self::io("writing a temp file", source),
+            SinkError::Spawn { thread, source } => {
+                Self::io(format!("starting a {thread} thread"), source)
+            }
+            stopped @ SinkError::Stopped { .. } => Self::Invalid(stopped.to_string()),
+        }
+    }
+}
+
+impl FetchError {
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Self::Io {
             context: context.into(),
@@ -74,13 +92,7 @@ impl FetchError {
 
     /// Maps a reqwest error, keeping its cause chain in the message.
     pub fn from_reqwest(error: &reqwest::Error) -> Self {
-        let mut text = error.to_string();
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
+        let text = render_chain(error);
         if let Some(status) = error.status() {
             return Self::from_status(status.as_u16(), text, None);
         }
@@ -106,26 +118,11 @@ impl FetchError {
                 // The builders report 5xx, throttling and connection failures
                 // as Generic (after their own short retries); configuration
                 // mistakes surface earlier, when the store is built.
-                Self::Network(format!("{store}: {}", chain(source.as_ref())))
+                Self::Network(format!("{store}: {}", render_chain(source.as_ref())))
             }
-            other => Self::Invalid(chain(&other)),
+            other => Self::Invalid(render_chain(&other)),
         }
     }
-}
-
-/// `error: cause: cause...`, so a wrapped error keeps its root cause.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -137,7 +134,7 @@ mod tests {
         for status in [500, 502, 503, 429, 408] {
             assert!(FetchError::from_status(status, "x", None).is_transient());
         }
-        for status in [400, 401, 403, 404, 416] {
+        for status in [400, 401, 403, 404, 416, 501, 505, 507] {
             assert!(!FetchError::from_status(status, "x", None).is_transient());
         }
         assert!(

@@ -5,16 +5,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferry_core::{Digest, EntryPath, Sha256Hasher};
+use ferry_io::{RetryPolicy, Sink, Transient, hash_file, hash_reader};
 use futures::StreamExt;
 
 use crate::Context;
 use crate::cache::{CACHE_MODE, Cache};
 use crate::error::FetchError;
-use crate::retry::RetryPolicy;
-use crate::sink::Sink;
 use crate::source::Source;
 use crate::source::file::check_local;
-use crate::write::{DestDir, Partial, hash_reader};
+use crate::write::{DestDir, Partial};
 
 /// How an item came to be in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -64,9 +63,7 @@ pub async fn check(path: PathBuf, pin: Option<Digest>) -> Result<Done, FetchErro
     blocking(move || {
         let size = check_local(&path)?;
         if let Some(expected) = pin {
-            let mut file = std::fs::File::open(&path)
-                .map_err(|e| FetchError::io(format!("opening {}", path.display()), e))?;
-            let actual = hash_reader(&mut file)
+            let actual = hash_file(&path)
                 .map_err(|e| FetchError::io(format!("reading {}", path.display()), e))?
                 .finish();
             if actual != expected {
@@ -128,10 +125,10 @@ async fn already_present(
     digest: Digest,
 ) -> Result<Option<u64>, FetchError> {
     blocking(move || {
-        let Some(mut file) = dest.existing(&path)? else {
+        let Some(file) = dest.existing(&path)? else {
             return Ok(None);
         };
-        let hasher = hash_reader(&mut file)
+        let hasher = hash_reader(file)
             .map_err(|e| FetchError::io(format!("reading {}", dest.display(&path)), e))?;
         let bytes = hasher.len();
         Ok((hasher.finish() == digest).then_some(bytes))
@@ -286,21 +283,22 @@ pub async fn download(
             "resuming a partial download"
         );
     }
-    let mut retries_used = 0;
+    let mut backoff = retry.backoff();
     loop {
         let attempt = attempt(source, &mut progress, expected_size).await;
         // Everything received is on disk and hashed before going on.
         let hasher = progress.sink.checkpoint().await?;
         match attempt {
             Ok(()) => {}
-            Err(error) if error.is_transient() && retries_used < retry.retries => {
-                let delay = retry.delay(retries_used);
-                retries_used += 1;
-                tracing::warn!(source = source.describe(), %error, retry = retries_used, of = retry.retries, ?delay, resume_at = progress.len, "transient failure, retrying");
-                tokio::time::sleep(delay).await;
-                continue;
-            }
             Err(error) => {
+                if backoff.wait_to_retry(&source.describe(), &error).await {
+                    tracing::debug!(
+                        source = source.describe(),
+                        resume_at = progress.len,
+                        "resuming after a transient failure"
+                    );
+                    continue;
+                }
                 // Bytes cut off by a transient failure are kept for a rerun
                 // to resume; otherwise no temp file is left behind.
                 if !error.is_transient() || progress.len == 0 {

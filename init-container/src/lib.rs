@@ -12,14 +12,13 @@ pub mod error;
 pub mod fetch;
 pub mod report;
 pub mod resolve;
-pub mod retry;
-pub mod sink;
 pub mod source;
 pub mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_io::{HttpOptions, RetryPolicy, http_client, render_chain};
 use futures::StreamExt;
 use tokio::time::Instant;
 
@@ -30,7 +29,6 @@ use crate::cache::Cache;
 use crate::error::FetchError;
 use crate::fetch::Done;
 use crate::resolve::{Action, Failure, Task};
-use crate::retry::RetryPolicy;
 use crate::source::ferry::{FerryServer, TokenSource};
 use crate::source::object_store::Stores;
 
@@ -46,21 +44,13 @@ pub struct Context {
 
 impl Context {
     pub fn new(config: &Config) -> Result<Self, FetchError> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("ferry-init/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .redirect(reqwest::redirect::Policy::limited(10));
-        if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| FetchError::io(format!("reading --ca-file {}", path.display()), e))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| FetchError::Invalid(format!("--ca-file {}: {e}", path.display())))?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| FetchError::Invalid(format!("setting up HTTP: {}", error::chain(&e))))?;
+        let http = http_client(&HttpOptions {
+            connect_timeout: config.connect_timeout,
+            read_timeout: config.read_timeout,
+            ca_file: config.ca_file.clone(),
+            ..HttpOptions::new(concat!("ferry-init/", env!("CARGO_PKG_VERSION")))
+        })
+        .map_err(|e| FetchError::Invalid(format!("setting up HTTP: {}", render_chain(&e))))?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(Arc::new(Cache::open(dir)?)),
             None => None,
@@ -177,12 +167,13 @@ fn round(duration: Duration) -> Duration {
 }
 
 /// Sets up `tracing` on stderr: text or JSON, `RUST_LOG` overriding the
-/// default level (info, or errors only with `--quiet`).
+/// default level (info for ferry-init and its I/O crate, or errors only
+/// with `--quiet`).
 pub fn init_tracing(format: LogFormat, quiet: bool) {
     let default = if quiet {
         "error"
     } else {
-        "ferry_init=info,warn"
+        "ferry_init=info,ferry_io=info,warn"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

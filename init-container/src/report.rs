@@ -76,7 +76,7 @@ impl Report {
     pub fn lines(&self, format: LogFormat, quiet: bool) -> Vec<String> {
         let mut lines = Vec::new();
         for failure in &self.failures {
-            let error = crate::error::chain(&failure.error);
+            let error = ferry_io::render_chain(&failure.error);
             lines.push(match format {
                 LogFormat::Text => match &failure.dest {
                     Some(dest) => format!("ferry-init: FAILED {} -> {dest}: {error}", failure.uri),

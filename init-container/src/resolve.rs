@@ -186,7 +186,7 @@ impl Resolver<'_> {
         let manifest = ctx
             .retry
             .run(&format!("manifest of {bundle}"), || {
-                server.manifest(bundle, token.as_deref())
+                server.manifest(bundle, token.as_ref())
             })
             .await?;
         // The server checked this at creation; a hostile or damaged server

@@ -1,22 +1,26 @@
 //! Safe writes under a destination directory.
 //!
 //! Every file lands through a temp file beside its final name
-//! (`.ferry-partial-<hash of the name>`), is fsynced, and is renamed into
-//! place, then the directory is fsynced: a reader (or a restarted init
-//! container) sees a complete file or none. The temp name is the same on
-//! every run, so a rerun after a crash resumes the partial download.
+//! (`.ferry-partial-<hash of the name>`) and is published from it with the
+//! shared durable rename ([`ferry_io::durable`]: fsync, rename, fsync the
+//! directory): a reader (or a restarted init container) sees a complete
+//! file or none. The temp name is the same on every run, so a rerun after a
+//! crash resumes the partial download.
 //!
 //! Paths below the destination are walked one component at a time with
 //! `openat(O_NOFOLLOW | O_DIRECTORY)`, so a symlink planted in the
 //! destination (`jars -> /etc`) is refused instead of followed, and nothing
 //! is ever written outside the destination. The destination directory itself
-//! is configuration and may be a symlink.
+//! is configuration and may be a symlink. Directories created on the way
+//! are made durable in their parents.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use ferry_core::{Digest, EntryPath, Sha256Hasher};
+use ferry_io::durable::{errno_io, mkdir_at, publish_at, rename_at};
+use ferry_io::hash_reader;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -24,8 +28,6 @@ use crate::error::FetchError;
 
 /// Permission bits of a file whose entry gives none.
 pub const DEFAULT_MODE: u32 = 0o644;
-/// Read buffer for hashing files already on disk.
-const HASH_BUFFER: usize = 1 << 20;
 
 /// An open destination directory.
 pub struct DestDir {
@@ -39,10 +41,6 @@ pub struct Partial {
     temp_name: String,
     final_name: String,
     pub file: std::fs::File,
-}
-
-fn errno_io(e: Errno) -> std::io::Error {
-    std::io::Error::from_raw_os_error(e.raw_os_error())
 }
 
 impl DestDir {
@@ -83,15 +81,9 @@ impl DestDir {
         let mut walked = PathBuf::new();
         for segment in &segments[..segments.len().saturating_sub(1)] {
             walked.push(segment);
-            match rustix::fs::mkdirat(&current, *segment, Mode::from_raw_mode(0o755)) {
-                Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => {
-                    return Err(FetchError::io(
-                        format!("creating {}", self.root.join(&walked).display()),
-                        errno_io(e),
-                    ));
-                }
-            }
+            mkdir_at(&current, segment, 0o755).map_err(|e| {
+                FetchError::io(format!("creating {}", self.root.join(&walked).display()), e)
+            })?;
             current = rustix::fs::openat(
                 &current,
                 *segment,
@@ -185,7 +177,8 @@ impl DestDir {
                 ));
             }
         }
-        rename_into_place(&dir, &temp_name, final_name)
+        // The link shares the verified cache file's inode, durable already.
+        rename_at(&dir, &temp_name, final_name)
             .map_err(|e| FetchError::io(format!("renaming into {}", self.display(path)), e))?;
         Ok(true)
     }
@@ -195,11 +188,6 @@ impl DestDir {
 fn temp_name_for(final_name: &str) -> String {
     let digest = Digest::of(final_name.as_bytes()).hex();
     format!(".ferry-partial-{}", &digest[..16])
-}
-
-fn rename_into_place(dir: &OwnedFd, temp_name: &str, final_name: &str) -> std::io::Result<()> {
-    rustix::fs::renameat(dir, temp_name, dir, final_name).map_err(errno_io)?;
-    rustix::fs::fsync(dir).map_err(errno_io)
 }
 
 impl Partial {
@@ -217,34 +205,21 @@ impl Partial {
     /// Hashes what is already in the temp file, leaving the cursor at its end.
     pub fn hash_existing(&mut self) -> std::io::Result<Sha256Hasher> {
         self.file.seek(SeekFrom::Start(0))?;
-        let hasher = hash_reader(&mut self.file)?;
+        let hasher = hash_reader(&self.file)?;
         self.file.seek(SeekFrom::End(0))?;
         Ok(hasher)
     }
 
-    /// fsyncs, sets permissions, and renames into place.
+    /// Sets permissions and publishes the file under its final name
+    /// (the mode first, so the fsync covers it too).
     pub fn commit(self, mode: u32) -> std::io::Result<()> {
-        self.file.sync_all()?;
         rustix::fs::fchmod(&self.file, Mode::from_raw_mode(mode & 0o777)).map_err(errno_io)?;
-        rename_into_place(&self.dir, &self.temp_name, &self.final_name)
+        publish_at(&self.file, &self.dir, &self.temp_name, &self.final_name)
     }
 
     /// Removes the temp file (after a digest mismatch: its bytes are wrong).
     pub fn discard(self) {
         let _ = rustix::fs::unlinkat(&self.dir, self.temp_name.as_str(), AtFlags::empty());
-    }
-}
-
-/// Hashes everything `reader` yields.
-pub fn hash_reader(reader: &mut impl Read) -> std::io::Result<Sha256Hasher> {
-    let mut hasher = Sha256Hasher::new();
-    let mut buffer = vec![0u8; HASH_BUFFER];
-    loop {
-        let n = reader.read(&mut buffer)?;
-        if n == 0 {
-            return Ok(hasher);
-        }
-        hasher.update(&buffer[..n]);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `ferry` client against a real `ferry-server` on loopback: staging,
 //! re-staging (zero bytes, read off the server's metrics), named bundles,
-//! bad credentials, a server that is down, an upload cut mid-body by a TCP
+//! bad credentials, a server that is down, no system CA store (plain HTTP,
+//! and HTTPS with `--ca-file`), an upload cut mid-body by a TCP
 //! relay and retried, the kubeconfig token, and `ferry submit` end to end:
 //! the rewritten spark-submit command compared argument by argument, the
 //! Secret and pod templates parsed with `k8s-openapi`, a stand-in
@@ -40,7 +41,15 @@ fn ferry(server: &FerryServer, dir: &Path, args: &[&str]) -> Output {
 }
 
 fn ferry_raw(dir: &Path, global: &[&str], args: &[&str]) -> Output {
-    Command::new(bin("ferry"))
+    ferry_command(dir, global, args)
+        .output()
+        .expect("run ferry")
+}
+
+/// The `ferry` command [`ferry_raw`] runs, for a test to add to.
+fn ferry_command(dir: &Path, global: &[&str], args: &[&str]) -> Command {
+    let mut command = Command::new(bin("ferry"));
+    command
         .args(global)
         .args(args)
         .current_dir(dir)
@@ -48,9 +57,8 @@ fn ferry_raw(dir: &Path, global: &[&str], args: &[&str]) -> Output {
         .env_remove("FERRY_TOKEN")
         .env_remove("FERRY_TOKEN_FILE")
         .env("XDG_CONFIG_HOME", dir.join("no-config"))
-        .env("KUBECONFIG", dir.join("no-kubeconfig"))
-        .output()
-        .expect("run ferry")
+        .env("KUBECONFIG", dir.join("no-kubeconfig"));
+    command
 }
 
 fn stderr(output: &Output) -> String {
@@ -381,6 +389,54 @@ fn server_down_is_a_clear_error_and_a_nonzero_exit() {
         "error does not say what failed: {message}"
     );
     assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn without_a_system_ca_store_http_works_and_https_trusts_the_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // SSL_CERT_FILE and SSL_CERT_DIR pointing at nothing, as in a minimal
+    // container image.
+    let store = dir.path().join("no-ca-store");
+    std::fs::create_dir(&store).unwrap();
+    std::fs::write(store.join("ca-certificates.crt"), "").unwrap();
+    let run = |server: &FerryServer, extra: &[&str]| {
+        let token = dir.path().join("upload-token");
+        std::fs::write(&token, &server.token).unwrap();
+        let mut global = vec![
+            "--server",
+            server.url.as_str(),
+            "--token-file",
+            token.to_str().unwrap(),
+            "--retries",
+            "0",
+        ];
+        global.extend_from_slice(extra);
+        ferry_command(dir.path(), &global, &["bundles", "ls"])
+            .env("SSL_CERT_FILE", store.join("ca-certificates.crt"))
+            .env("SSL_CERT_DIR", &store)
+            .output()
+            .expect("run ferry")
+    };
+
+    let plain = FerryServer::start();
+    let output = run(&plain, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let certs = tempfile::tempdir().unwrap();
+    let cert = ferry_tests::tls::self_signed(certs.path());
+    let secure = FerryServer::builder().tls(&cert.cert, &cert.key).start();
+    let output = run(&secure, &[]);
+    assert!(
+        !output.status.success(),
+        "a self-signed certificate was trusted"
+    );
+    let message = stderr(&output);
+    assert!(
+        message.to_lowercase().contains("certificate") && !message.contains("No CA"),
+        "{message}"
+    );
+    let output = run(&secure, &["--ca-file", cert.cert.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
 }
 
 /// A TCP relay from a local port to `upstream` that resets the first

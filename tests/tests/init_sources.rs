@@ -2,8 +2,9 @@
 //! loopback: one contract (fetch, rerun skips, missing object, wrong pin)
 //! run against ferry-server, nginx (HTTP, HTTPS with a custom CA, a
 //! redirect), moto (S3), fake-gcs-server (GCS), Azurite (Azure), a small
-//! WebHDFS server written here, and mounted files; plus `local://` and the
-//! `hdfs://` client up to the wire (no HDFS namenode can run here).
+//! WebHDFS server written here, and mounted files; plus `local://`, the
+//! `hdfs://` client up to the wire (no HDFS namenode can run here), and a
+//! run with no system CA store, as in a minimal container image.
 //!
 //! Build first: `cargo build -p ferry-server -p ferry-init --bins`, and
 //! `source target/emulators/env.sh` for the emulators.
@@ -289,6 +290,88 @@ fn nginx_over_https_with_a_custom_ca_meets_the_source_contract() {
         "{}",
         run.stderr
     );
+}
+
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR` pointing at nothing: the CA store of
+/// a minimal container image, which has none.
+fn no_system_ca_store(dir: &Path) -> Vec<(String, String)> {
+    let empty = dir.join("no-ca-store");
+    std::fs::create_dir_all(&empty).expect("empty CA dir");
+    std::fs::write(empty.join("ca-certificates.crt"), "").expect("empty CA file");
+    vec![
+        (
+            "SSL_CERT_FILE".into(),
+            path_str(&empty.join("ca-certificates.crt")).into(),
+        ),
+        ("SSL_CERT_DIR".into(), path_str(&empty).into()),
+    ]
+}
+
+#[test]
+fn without_a_system_ca_store_plain_items_fetch_and_https_uses_bundled_roots() {
+    let root = tempfile::tempdir().unwrap();
+    let data = test_data(6);
+    std::fs::write(root.path().join("a.bin"), &data).unwrap();
+    let Some(nginx) = Nginx::start(root.path()) else {
+        return;
+    };
+    let server = FerryServer::start();
+    let api = ApiClient::new(&server.url, Some(&server.token));
+    let staged = api.stage(&[("jars/b.bin", &data)], json!({}));
+    let token = root.path().join("token");
+    std::fs::write(&token, staged["token"].as_str().unwrap()).unwrap();
+    let env = no_system_ca_store(root.path());
+
+    // http:// and ferry:// need no roots at all.
+    let dest = root.path().join("plain");
+    let ferry_uri = format!("ferry://{}/jars/b.bin", staged["id"].as_str().unwrap());
+    let run = ferry_init(
+        &[
+            &nginx.at("/a.bin"),
+            &ferry_uri,
+            "--into",
+            path_str(&dest),
+            "--server",
+            &server.url,
+            "--token-file",
+            path_str(&token),
+        ],
+        &env,
+    );
+    assert!(run.ok, "{}", run.stderr);
+    assert!(!run.stderr.contains("No CA certificates"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("bundled Mozilla roots"),
+        "{}",
+        run.stderr
+    );
+    assert!(std::fs::read(dest.join("a.bin")).unwrap() == data);
+    assert!(std::fs::read(dest.join("b.bin")).unwrap() == data);
+
+    // https:// verifies against the bundled roots, which do not hold a
+    // self-signed certificate; with --ca-file it is trusted on top of them.
+    let certs = tempfile::tempdir().unwrap();
+    let cert = tls::self_signed(certs.path());
+    let Some(tls_nginx) = Nginx::builder(root.path())
+        .tls(&cert.cert, &cert.key)
+        .start()
+    else {
+        return;
+    };
+    let dest = root.path().join("tls");
+    let uri = tls_nginx.at("/a.bin");
+    let mut args = vec![uri.as_str(), "--into", path_str(&dest), "--retries", "0"];
+    let run = ferry_init(&args, &env);
+    assert!(!run.ok, "a self-signed certificate was trusted");
+    assert!(
+        run.stderr.to_lowercase().contains("certificate") && !run.stderr.contains("No CA"),
+        "{}",
+        run.stderr
+    );
+    args.extend(["--ca-file", path_str(&cert.cert)]);
+    let run = ferry_init(&args, &env);
+    assert!(run.ok, "{}", run.stderr);
+    assert!(std::fs::read(dest.join("a.bin")).unwrap() == data);
 }
 
 fn python_put_s3(moto: &Moto, bucket: &str, key: &str, path: &Path) {

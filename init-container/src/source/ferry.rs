@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 
 use ferry_core::api::Manifest;
 use ferry_core::{BundleRef, Digest};
-use reqwest::header::AUTHORIZATION;
+use ferry_io::{TokenError, read_token_file};
+use secrecy::SecretString;
 use url::Url;
 
-use super::http::HttpSource;
+use super::http::{HttpSource, send, successful};
 use crate::error::FetchError;
 
 /// Where bundle tokens come from.
@@ -38,7 +39,7 @@ impl TokenSource {
     }
 
     /// The token for `bundle`, read fresh (a Secret may be updated in place).
-    pub fn token_for(&self, bundle: &BundleRef) -> Result<Option<String>, FetchError> {
+    pub fn token_for(&self, bundle: &BundleRef) -> Result<Option<SecretString>, FetchError> {
         let path = match self {
             Self::None => return Ok(None),
             Self::File(path) => path.clone(),
@@ -51,16 +52,17 @@ impl TokenSource {
                 }
             }
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| FetchError::io(format!("reading bundle token {}", path.display()), e))?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(FetchError::Invalid(format!(
+        match read_token_file(&path) {
+            Ok(token) => Ok(Some(token)),
+            Err(TokenError::Read { path, source }) => Err(FetchError::io(
+                format!("reading bundle token {}", path.display()),
+                source,
+            )),
+            Err(TokenError::Empty { path }) => Err(FetchError::Invalid(format!(
                 "bundle token file {} is empty",
                 path.display()
-            )));
+            ))),
         }
-        Ok(Some(token.to_owned()))
     }
 }
 
@@ -87,27 +89,12 @@ impl FerryServer {
     pub async fn manifest(
         &self,
         bundle: &BundleRef,
-        token: Option<&str>,
+        token: Option<&SecretString>,
     ) -> Result<Manifest, FetchError> {
         let url = self.url(&format!("/v1/bundles/{}", bundle.as_str()))?;
         let what = format!("bundle {bundle} at {url}");
-        let mut request = self.client.get(url);
-        if let Some(token) = token {
-            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| FetchError::from_reqwest(&e))?;
-        let status = response.status();
-        if !status.is_success() {
-            let detail = response
-                .json::<ferry_core::api::ErrorBody>()
-                .await
-                .ok()
-                .map(|b| b.error.message);
-            return Err(FetchError::from_status(status.as_u16(), what, detail));
-        }
+        let response = send(self.client.get(url), token).await?;
+        let response = successful(response, what.clone()).await?;
         let text = response
             .text()
             .await
@@ -117,7 +104,11 @@ impl FerryServer {
     }
 
     /// The blob `digest`, readable with the bundle's token.
-    pub fn blob(&self, digest: &Digest, token: Option<String>) -> Result<HttpSource, FetchError> {
+    pub fn blob(
+        &self,
+        digest: &Digest,
+        token: Option<SecretString>,
+    ) -> Result<HttpSource, FetchError> {
         let url = self.url(&format!("/v1/blobs/{digest}"))?;
         Ok(HttpSource::new(self.client.clone(), url).with_bearer(token))
     }
@@ -125,6 +116,8 @@ impl FerryServer {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret as _;
+
     use super::*;
 
     #[test]
@@ -135,16 +128,16 @@ mod tests {
         let tokens = TokenSource::from_path(Some(dir.path()));
         let named = BundleRef::parse("team-libs").unwrap();
         let other = BundleRef::parse("other").unwrap();
-        assert_eq!(
-            tokens.token_for(&named).unwrap().as_deref(),
-            Some("special")
-        );
-        assert_eq!(
-            tokens.token_for(&other).unwrap().as_deref(),
-            Some("general")
-        );
+        let token = |tokens: &TokenSource, bundle| {
+            tokens
+                .token_for(bundle)
+                .unwrap()
+                .map(|t| t.expose_secret().to_owned())
+        };
+        assert_eq!(token(&tokens, &named).as_deref(), Some("special"));
+        assert_eq!(token(&tokens, &other).as_deref(), Some("general"));
         let file = TokenSource::from_path(Some(&dir.path().join("token")));
-        assert_eq!(file.token_for(&named).unwrap().as_deref(), Some("general"));
+        assert_eq!(token(&file, &named).as_deref(), Some("general"));
         std::fs::write(dir.path().join("token"), "\n").unwrap();
         assert!(file.token_for(&named).is_err());
     }

@@ -22,7 +22,7 @@ pub fn store(authority: &str) -> Result<Arc<dyn ObjectStore>, FetchError> {
         .map_err(|e| {
             FetchError::Invalid(format!(
                 "cannot set up an HDFS client for {url}: {}",
-                crate::error::chain(&e)
+                ferry_io::render_chain(&e)
             ))
         })?;
     Ok(Arc::new(store))

@@ -8,7 +8,8 @@
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, RANGE};
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use secrecy::{ExposeSecret as _, SecretString};
 use url::Url;
 
 use super::{Opened, Source};
@@ -21,7 +22,7 @@ const MAX_ERROR_BODY: usize = 300;
 pub struct HttpSource {
     client: reqwest::Client,
     url: Url,
-    bearer: Option<String>,
+    bearer: Option<SecretString>,
 }
 
 impl HttpSource {
@@ -34,7 +35,7 @@ impl HttpSource {
     }
 
     /// Sends `Authorization: Bearer <token>` with every request.
-    pub fn with_bearer(mut self, token: Option<String>) -> Self {
+    pub fn with_bearer(mut self, token: Option<SecretString>) -> Self {
         self.bearer = token;
         self
     }
@@ -46,7 +47,7 @@ impl Source for HttpSource {
         get_from(
             &self.client,
             self.url.clone(),
-            self.bearer.as_deref(),
+            self.bearer.as_ref(),
             offset,
             true,
         )
@@ -63,7 +64,7 @@ impl Source for HttpSource {
 pub(crate) async fn get_from(
     client: &reqwest::Client,
     url: Url,
-    bearer: Option<&str>,
+    bearer: Option<&SecretString>,
     offset: u64,
     use_range_header: bool,
 ) -> Result<Opened, FetchError> {
@@ -72,13 +73,7 @@ pub(crate) async fn get_from(
     if offset > 0 && use_range_header {
         request = request.header(RANGE, format!("bytes={offset}-"));
     }
-    if let Some(token) = bearer {
-        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| FetchError::from_reqwest(&e))?;
+    let response = send(request, bearer).await?;
     let status = response.status();
     let total_from_range = response
         .headers()
@@ -94,10 +89,7 @@ pub(crate) async fn get_from(
             size: Some(offset),
         });
     }
-    if !status.is_success() {
-        let detail = error_detail(response).await;
-        return Err(FetchError::from_status(status.as_u16(), what, detail));
-    }
+    let response = successful(response, what).await?;
     let (start, size) = if status == StatusCode::PARTIAL_CONTENT && use_range_header {
         (offset, total_from_range)
     } else if use_range_header {
@@ -113,6 +105,34 @@ pub(crate) async fn get_from(
         start,
         size,
     })
+}
+
+/// Sends `request`, with `Authorization: Bearer <token>` when there is one.
+pub(crate) async fn send(
+    mut request: reqwest::RequestBuilder,
+    bearer: Option<&SecretString>,
+) -> Result<reqwest::Response, FetchError> {
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token.expose_secret());
+    }
+    request
+        .send()
+        .await
+        .map_err(|e| FetchError::from_reqwest(&e))
+}
+
+/// `response` if its status is a success, else the error it stands for,
+/// naming `what` and quoting the body's explanation.
+pub(crate) async fn successful(
+    response: reqwest::Response,
+    what: String,
+) -> Result<reqwest::Response, FetchError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let detail = error_detail(response).await;
+    Err(FetchError::from_status(status.as_u16(), what, detail))
 }
 
 /// The message of a ferry or WebHDFS JSON error body, or the start of any

@@ -115,7 +115,7 @@ fn build(key: &StoreKey) -> Result<Arc<dyn ObjectStore>, FetchError> {
     let config_error = |what: &str, e: object_store::Error| {
         FetchError::Invalid(format!(
             "cannot configure {what} from the environment: {}",
-            crate::error::chain(&e)
+            ferry_io::render_chain(&e)
         ))
     };
     Ok(match key {
