@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use ferry_core::{BundleId, Digest, Sha256Hasher};
+use ferry_core::{BundleId, Digest};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
@@ -104,16 +104,15 @@ async fn check_blobs(
     let mut sizes: HashMap<Digest, u64> = HashMap::with_capacity(listing.blobs.len());
     let results: Vec<Option<(BlobInfo, Digest)>> = futures::stream::iter(listing.blobs)
         .map(|blob| async move {
-            let mut body = match store.get_blob(&blob.digest, None).await {
+            let body = match store.get_blob(&blob.digest, None).await {
                 Ok(body) => body.into_stream(),
                 // Deleted since the listing (GC runs alongside): not damage.
                 Err(StoreError::NotFound) => return Ok(None),
                 Err(e) => return Err(e),
             };
-            let mut hasher = Sha256Hasher::new();
-            while let Some(chunk) = body.next().await {
-                hasher.update(&chunk.map_err(StoreError::from_io)?);
-            }
+            let hasher = ferry_io::hash::hash_stream(body)
+                .await
+                .map_err(StoreError::from_io)?;
             Ok::<_, StoreError>(Some((blob, hasher.finish())))
         })
         .buffer_unordered(jobs.max(1))

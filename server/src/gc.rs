@@ -359,6 +359,7 @@ mod tests {
                     BodyLimits {
                         max_bytes: 1 << 20,
                         idle_timeout: Duration::from_secs(5),
+                        expected_len: None,
                     },
                 )
                 .await

@@ -51,9 +51,9 @@ pub fn load_upload_auth(credential: &UploadCredential) -> anyhow::Result<UploadA
 }
 
 fn read_token(path: &Path) -> anyhow::Result<UploadAuth> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read upload token file {}", path.display()))?;
-    let token = text.trim();
+    use secrecy::ExposeSecret as _;
+    let token = ferry_io::read_token_file(path)?;
+    let token = token.expose_secret();
     anyhow::ensure!(
         token.len() >= 16,
         "upload token in {} is shorter than 16 characters",

@@ -38,8 +38,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("ferry-server: {error:#}");
+            let error = ferry_io::render_chain(error.as_ref());
+            tracing::error!("{error}");
+            eprintln!("ferry-server: {error}");
             ExitCode::FAILURE
         }
     }

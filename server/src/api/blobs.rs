@@ -87,6 +87,7 @@ pub(super) async fn put(
     let limits = BodyLimits {
         max_bytes: limit,
         idle_timeout: state.limits.body_idle_timeout,
+        expected_len: declared,
     };
     let outcome = state.store.put_blob(digest, stream.boxed(), limits).await;
     match outcome {

@@ -29,6 +29,10 @@ pub struct BodyLimits {
     pub max_bytes: u64,
     /// A body silent for this long is [`StoreError::Stalled`].
     pub idle_timeout: Duration,
+    /// The size the client announced (`Content-Length`), if any: a hint
+    /// for how to receive it (a small body is gathered and written in one
+    /// go), never trusted for the limit or the digest.
+    pub expected_len: Option<u64>,
 }
 
 /// What a PUT did.

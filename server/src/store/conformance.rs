@@ -70,6 +70,7 @@ where
 const LIMITS: BodyLimits = BodyLimits {
     max_bytes: 64 << 20,
     idle_timeout: Duration::from_secs(30),
+    expected_len: None,
 };
 
 /// `bytes` as an upload body, in chunks of `chunk` bytes.

@@ -308,6 +308,7 @@ mod tests {
         let limits = BodyLimits {
             max_bytes: 1 << 20,
             idle_timeout: std::time::Duration::from_secs(5),
+            expected_len: None,
         };
         backend
             .put_blob(Digest::of(bytes), body, limits)
@@ -409,6 +410,7 @@ mod tests {
                 let limits = BodyLimits {
                     max_bytes: 1 << 20,
                     idle_timeout: std::time::Duration::from_secs(30),
+                    expected_len: None,
                 };
                 store.put_blob(digest, body, limits).await
             })
@@ -459,6 +461,7 @@ mod tests {
         let limits = BodyLimits {
             max_bytes: 64 << 20,
             idle_timeout: std::time::Duration::from_secs(30),
+            expected_len: None,
         };
         let outcome = backend.put_blob(digest, body, limits).await.unwrap();
         assert_eq!(outcome, PutOutcome::Created(40 << 20));

@@ -8,8 +8,6 @@
 //! open, stat, read and close.
 
 use std::collections::HashMap;
-use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt as _;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -18,25 +16,9 @@ use ferry_core::Digest;
 /// Bytes of blobs held at most; past it the cache starts over.
 const CAPACITY: usize = 8 << 20;
 
-/// Which file the bytes came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-}
-
-impl FileId {
-    pub(super) fn of(meta: &Metadata) -> Self {
-        Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-        }
-    }
-}
+/// Which file the bytes came from: nothing should touch a published
+/// blob, so any change of identity (ctime included) is a miss.
+pub(super) type FileId = ferry_io::FileIdentity;
 
 #[derive(Debug, Default)]
 pub(super) struct SmallBlobs {
