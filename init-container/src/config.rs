@@ -1,17 +1,18 @@
 //! Command line and environment, parsed then validated into a [`Config`].
 //!
-//! Items come from three places that can be combined: positional URIs
-//! (landing in `--into`, whole bundles split by `--dest GROUP=DIR`), a JSON
-//! `--plan` file (`ferry_core::plan`, written by `ferry submit`), and
-//! Spark-style comma lists (`--spark-jars`, `--spark-files`) so a Spark user
-//! can pass what they already write in `spark.jars` / `spark.files`.
+//! Items come from three places that can be combined: a fetch plan
+//! (`ferry_core::plan`), inline with `--plan-json` as `ferry submit` writes
+//! it into pod templates or from a `--plan` file; positional URIs (landing
+//! in `--into`, whole bundles split by `--dest GROUP=DIR`); and Spark-style
+//! comma lists (`--spark-jars`, `--spark-files`) so a Spark user can pass
+//! what they already write in `spark.jars` / `spark.files`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use ferry_core::plan::FetchPlan;
+use ferry_core::plan::{FetchPlan, PlanItem};
 use ferry_core::{EntryPath, SourceUri};
 use url::Url;
 
@@ -33,9 +34,19 @@ pub struct Cli {
     #[arg(long, env = "FERRY_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
-    /// JSON fetch plan (schema version 1: {"version":1,"items":[{"uri","dest","name"?,"groups"?}]}).
+    /// JSON fetch plan file (schema version 1: {"version":1,"items":[{"uri","dest","name"?,"groups"?}]}).
     #[arg(long, env = "FERRY_PLAN", value_name = "FILE")]
     pub plan: Option<PathBuf>,
+
+    /// The fetch plan itself, inline (same schema as --plan); `ferry submit`
+    /// writes it into the pod templates this way.
+    #[arg(
+        long,
+        env = "FERRY_PLAN_JSON",
+        value_name = "JSON",
+        conflicts_with = "plan"
+    )]
+    pub plan_json: Option<String>,
 
     /// Directory that positional URIs land in (and whole-bundle entries
     /// outside every --dest group).
@@ -142,6 +153,21 @@ pub struct Item {
     pub groups: BTreeMap<String, PathBuf>,
 }
 
+impl From<PlanItem> for Item {
+    fn from(item: PlanItem) -> Self {
+        Self {
+            uri: item.uri,
+            dest: Some(PathBuf::from(item.dest)),
+            name: item.name,
+            groups: item
+                .groups
+                .into_iter()
+                .map(|(group, dir)| (group, PathBuf::from(dir)))
+                .collect(),
+        }
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -180,25 +206,26 @@ impl Config {
             }
             groups.insert(group.to_owned(), absolute(Path::new(dir)));
         }
-        let mut items = Vec::new();
-        if let Some(plan) = &cli.plan {
-            let text = std::fs::read_to_string(plan)
-                .map_err(|e| ConfigError(format!("cannot read --plan {}: {e}", plan.display())))?;
-            let plan = FetchPlan::from_json(&text)
-                .map_err(|e| ConfigError(format!("--plan {}: {e}", plan.display())))?;
-            items.extend(plan.items.into_iter().map(|item| {
-                Item {
-                    uri: item.uri,
-                    dest: Some(PathBuf::from(item.dest)),
-                    name: item.name,
-                    groups: item
-                        .groups
-                        .into_iter()
-                        .map(|(k, v)| (k, PathBuf::from(v)))
-                        .collect(),
-                }
-            }));
-        }
+        let plan = match (&cli.plan, &cli.plan_json) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!("cannot read --plan {}: {e}", path.display()))
+                })?;
+                Some(
+                    FetchPlan::from_json(&text)
+                        .map_err(|e| ConfigError(format!("--plan {}: {e}", path.display())))?,
+                )
+            }
+            (None, Some(json)) => Some(
+                FetchPlan::from_json(json).map_err(|e| ConfigError(format!("--plan-json: {e}")))?,
+            ),
+            (None, None) => None,
+        };
+        let mut items: Vec<Item> = plan
+            .into_iter()
+            .flat_map(|plan| plan.items)
+            .map(Item::from)
+            .collect();
         for text in &cli.uris {
             let uri = parse_uri(text)?;
             let groups_place_it = uri.is_many() && !groups.is_empty();
@@ -242,7 +269,7 @@ impl Config {
         }
         if items.is_empty() {
             return Err(ConfigError(
-                "nothing to fetch: give URIs, --plan FILE, or --spark-jars/--spark-files".into(),
+                "nothing to fetch: give URIs, --plan FILE, --plan-json JSON, or --spark-jars/--spark-files".into(),
             ));
         }
         if cli.jobs == 0 {
@@ -353,5 +380,39 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("absolute"), "{error}");
+    }
+
+    #[test]
+    fn an_inline_plan_is_the_same_plan_as_a_file() {
+        let json = r#"{"version":1,"items":[
+            {"uri":"ferry://libs","dest":"/var/ferry/other","groups":{"jars":"/var/ferry/jars"}},
+            {"uri":"s3a://b/x.jar","dest":"/var/ferry/jars","name":"x.jar"}]}"#;
+        let inline = config(&["--plan-json", json]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plan.json");
+        std::fs::write(&file, json).unwrap();
+        let from_file = config(&["--plan", file.to_str().unwrap()]).unwrap();
+        let facts = |c: &Config| -> Vec<_> {
+            c.items
+                .iter()
+                .map(|i| {
+                    (
+                        i.uri.to_string(),
+                        i.dest.clone(),
+                        i.name.clone(),
+                        i.groups.clone(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(facts(&inline), facts(&from_file));
+        assert_eq!(inline.items.len(), 2);
+        assert_eq!(inline.items[1].name.as_ref().unwrap().as_str(), "x.jar");
+        let error = config(&["--plan-json", "{\"version\":1}"]).unwrap_err();
+        assert!(error.to_string().starts_with("--plan-json:"), "{error}");
+        assert!(
+            Cli::try_parse_from(["ferry-init", "--plan", "p", "--plan-json", json]).is_err(),
+            "one plan per run"
+        );
     }
 }
