@@ -190,83 +190,8 @@ impl Config {
     pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
         let cwd = std::env::current_dir()
             .map_err(|e| ConfigError(format!("cannot read the current directory: {e}")))?;
-        let absolute = |p: &Path| cwd.join(p);
-        let into = cli.into.as_deref().map(absolute);
-        let mut groups = BTreeMap::new();
-        for spec in &cli.dest {
-            let (group, dir) = spec.split_once('=').ok_or_else(|| {
-                ConfigError(format!(
-                    "--dest {spec:?}: expected GROUP=DIR, e.g. jars=/var/ferry/jars"
-                ))
-            })?;
-            if group.is_empty() || group.contains('/') || dir.is_empty() {
-                return Err(ConfigError(format!(
-                    "--dest {spec:?}: GROUP is one top-level folder name and DIR a directory"
-                )));
-            }
-            groups.insert(group.to_owned(), absolute(Path::new(dir)));
-        }
-        let plan = match (&cli.plan, &cli.plan_json) {
-            (Some(path), _) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!("cannot read --plan {}: {e}", path.display()))
-                })?;
-                Some(
-                    FetchPlan::from_json(&text)
-                        .map_err(|e| ConfigError(format!("--plan {}: {e}", path.display())))?,
-                )
-            }
-            (None, Some(json)) => Some(
-                FetchPlan::from_json(json).map_err(|e| ConfigError(format!("--plan-json: {e}")))?,
-            ),
-            (None, None) => None,
-        };
-        let mut items: Vec<Item> = plan
-            .into_iter()
-            .flat_map(|plan| plan.items)
-            .map(Item::from)
-            .collect();
-        for text in &cli.uris {
-            let uri = parse_uri(text)?;
-            let groups_place_it = uri.is_many() && !groups.is_empty();
-            if into.is_none() && !groups_place_it {
-                return Err(ConfigError(format!(
-                    "{uri}: pass --into DIR to say where positional URIs land"
-                )));
-            }
-            items.push(Item {
-                uri,
-                dest: into.clone(),
-                name: None,
-                groups: groups.clone(),
-            });
-        }
-        for (list, dir, flag, dir_flag) in [
-            (&cli.spark_jars, &cli.jars_dir, "--spark-jars", "--jars-dir"),
-            (
-                &cli.spark_files,
-                &cli.files_dir,
-                "--spark-files",
-                "--files-dir",
-            ),
-        ] {
-            let Some(list) = list else { continue };
-            let dest = dir.as_deref().map(absolute).or_else(|| into.clone());
-            for text in spark_list(list) {
-                let uri = parse_uri(text)?;
-                if dest.is_none() {
-                    return Err(ConfigError(format!(
-                        "{flag} {uri}: pass {dir_flag} or --into"
-                    )));
-                }
-                items.push(Item {
-                    uri,
-                    dest: dest.clone(),
-                    name: None,
-                    groups: groups.clone(),
-                });
-            }
-        }
+        let mut items = plan_items(&cli)?;
+        items.extend(command_line_items(&cli, &cwd)?);
         if items.is_empty() {
             return Err(ConfigError(
                 "nothing to fetch: give URIs, --plan FILE, --plan-json JSON, or --spark-jars/--spark-files".into(),
@@ -279,7 +204,7 @@ impl Config {
             server: cli.server,
             tokens: TokenSource::from_path(cli.token_file.as_deref()),
             items,
-            cache_dir: cli.cache_dir.as_deref().map(absolute),
+            cache_dir: cli.cache_dir.as_deref().map(|dir| cwd.join(dir)),
             jobs: cli.jobs,
             retry: RetryPolicy {
                 retries: cli.retries,
@@ -295,6 +220,93 @@ impl Config {
             quiet: cli.quiet,
         })
     }
+}
+
+/// The items of the fetch plan, from `--plan FILE` or `--plan-json`.
+fn plan_items(cli: &Cli) -> Result<Vec<Item>, ConfigError> {
+    let plan = match (&cli.plan, &cli.plan_json) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("cannot read --plan {}: {e}", path.display())))?;
+            FetchPlan::from_json(&text)
+                .map_err(|e| ConfigError(format!("--plan {}: {e}", path.display())))?
+        }
+        (None, Some(json)) => {
+            FetchPlan::from_json(json).map_err(|e| ConfigError(format!("--plan-json: {e}")))?
+        }
+        (None, None) => return Ok(Vec::new()),
+    };
+    Ok(plan.items.into_iter().map(Item::from).collect())
+}
+
+/// The items of positional URIs and the Spark-style lists, placed by
+/// `--into`, `--dest`, `--jars-dir` and `--files-dir` (relative to `cwd`).
+fn command_line_items(cli: &Cli, cwd: &Path) -> Result<Vec<Item>, ConfigError> {
+    let absolute = |p: &Path| cwd.join(p);
+    let into = cli.into.as_deref().map(absolute);
+    let groups = dest_groups(&cli.dest, cwd)?;
+    let mut items = Vec::new();
+    for text in &cli.uris {
+        let uri = parse_uri(text)?;
+        let groups_place_it = uri.is_many() && !groups.is_empty();
+        if into.is_none() && !groups_place_it {
+            return Err(ConfigError(format!(
+                "{uri}: pass --into DIR to say where positional URIs land"
+            )));
+        }
+        items.push(Item {
+            uri,
+            dest: into.clone(),
+            name: None,
+            groups: groups.clone(),
+        });
+    }
+    for (list, dir, flag, dir_flag) in [
+        (&cli.spark_jars, &cli.jars_dir, "--spark-jars", "--jars-dir"),
+        (
+            &cli.spark_files,
+            &cli.files_dir,
+            "--spark-files",
+            "--files-dir",
+        ),
+    ] {
+        let Some(list) = list else { continue };
+        let dest = dir.as_deref().map(absolute).or_else(|| into.clone());
+        for text in spark_list(list) {
+            let uri = parse_uri(text)?;
+            if dest.is_none() {
+                return Err(ConfigError(format!(
+                    "{flag} {uri}: pass {dir_flag} or --into"
+                )));
+            }
+            items.push(Item {
+                uri,
+                dest: dest.clone(),
+                name: None,
+                groups: groups.clone(),
+            });
+        }
+    }
+    Ok(items)
+}
+
+/// `--dest GROUP=DIR` flags as group → absolute directory.
+fn dest_groups(specs: &[String], cwd: &Path) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
+    let mut groups = BTreeMap::new();
+    for spec in specs {
+        let (group, dir) = spec.split_once('=').ok_or_else(|| {
+            ConfigError(format!(
+                "--dest {spec:?}: expected GROUP=DIR, e.g. jars=/var/ferry/jars"
+            ))
+        })?;
+        if group.is_empty() || group.contains('/') || dir.is_empty() {
+            return Err(ConfigError(format!(
+                "--dest {spec:?}: GROUP is one top-level folder name and DIR a directory"
+            )));
+        }
+        groups.insert(group.to_owned(), cwd.join(dir));
+    }
+    Ok(groups)
 }
 
 fn parse_uri(text: &str) -> Result<SourceUri, ConfigError> {

@@ -62,6 +62,38 @@ impl InitSpec {
         args.extend([PLAN_FLAG.to_owned(), self.plan.to_json()]);
         args
     }
+
+    /// The init container: ferry-init with the dependency volume, the token
+    /// and the node cache mounted.
+    pub fn container(&self) -> Container {
+        let mut mounts = vec![
+            VolumeMount {
+                name: DEPS_VOLUME.into(),
+                mount_path: self.deps_dir.clone(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: SECRET_VOLUME.into(),
+                mount_path: SECRET_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ];
+        if self.node_cache.is_some() {
+            mounts.push(VolumeMount {
+                name: CACHE_VOLUME.into(),
+                mount_path: CACHE_DIR.into(),
+                ..Default::default()
+            });
+        }
+        Container {
+            name: INIT_CONTAINER.into(),
+            image: Some(self.image.clone()),
+            args: Some(self.args()),
+            volume_mounts: Some(mounts),
+            ..Default::default()
+        }
+    }
 }
 
 /// The fetch plan a ferry-init container was given with `--plan-json`, if
@@ -107,6 +139,17 @@ pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) 
         .security_context
         .get_or_insert_with(PodSecurityContext::default);
     security.fs_group.get_or_insert(SPARK_FS_GROUP);
+    add_volumes(spec, init);
+    let init_containers = spec.init_containers.get_or_insert_with(Vec::new);
+    init_containers.retain(|c| c.name != INIT_CONTAINER);
+    init_containers.insert(0, init.container());
+    mount_deps(&mut spec.containers, container_name, &init.deps_dir);
+    pod
+}
+
+/// The dependency emptyDir, the token Secret and the node cache, replacing
+/// any of ferry's from an earlier merge.
+fn add_volumes(spec: &mut PodSpec, init: &InitSpec) {
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.retain(|v| v.name != DEPS_VOLUME && v.name != SECRET_VOLUME && v.name != CACHE_VOLUME);
     volumes.push(Volume {
@@ -123,19 +166,6 @@ pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) 
         }),
         ..Default::default()
     });
-    let mut init_mounts = vec![
-        VolumeMount {
-            name: DEPS_VOLUME.into(),
-            mount_path: init.deps_dir.clone(),
-            ..Default::default()
-        },
-        VolumeMount {
-            name: SECRET_VOLUME.into(),
-            mount_path: SECRET_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        },
-    ];
     if let Some(host_path) = &init.node_cache {
         volumes.push(Volume {
             name: CACHE_VOLUME.into(),
@@ -145,25 +175,12 @@ pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) 
             }),
             ..Default::default()
         });
-        init_mounts.push(VolumeMount {
-            name: CACHE_VOLUME.into(),
-            mount_path: CACHE_DIR.into(),
-            ..Default::default()
-        });
     }
-    let init_containers = spec.init_containers.get_or_insert_with(Vec::new);
-    init_containers.retain(|c| c.name != INIT_CONTAINER);
-    init_containers.insert(
-        0,
-        Container {
-            name: INIT_CONTAINER.into(),
-            image: Some(init.image.clone()),
-            args: Some(init.args()),
-            volume_mounts: Some(init_mounts),
-            ..Default::default()
-        },
-    );
-    let containers = &mut spec.containers;
+}
+
+/// Mounts the dependency volume read-only on the container named
+/// `container_name`, else the first, else a new one with that name.
+fn mount_deps(containers: &mut Vec<Container>, container_name: &str, deps_dir: &str) {
     let index = containers
         .iter()
         .position(|c| c.name == container_name)
@@ -178,11 +195,10 @@ pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) 
     mounts.retain(|m| m.name != DEPS_VOLUME);
     mounts.push(VolumeMount {
         name: DEPS_VOLUME.into(),
-        mount_path: init.deps_dir.clone(),
+        mount_path: deps_dir.to_owned(),
         read_only: Some(true),
         ..Default::default()
     });
-    pod
 }
 
 /// Creates (or replaces) the Secret through the API server of the current
