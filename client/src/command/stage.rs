@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use ferry_core::{BundleName, Ttl};
 
+use super::{Output, parse_label};
 use crate::api::ApiClient;
 use crate::files::collect;
 use crate::staging::{StageRequest, stage};
@@ -30,22 +31,6 @@ pub struct StageArgs {
     /// with its contents under its own name.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-}
-
-pub fn parse_label(text: &str) -> Result<(String, String), String> {
-    let (k, v) = text
-        .split_once('=')
-        .ok_or_else(|| format!("label {text:?} is not K=V"))?;
-    if k.is_empty() {
-        return Err(format!("label {text:?} has an empty key"));
-    }
-    Ok((k.to_owned(), v.to_owned()))
 }
 
 pub async fn run(client: &ApiClient, args: StageArgs, quiet: bool) -> anyhow::Result<()> {

@@ -18,8 +18,8 @@ use anyhow::Context as _;
 use ferry_core::Ttl;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 
+use super::Output;
 use crate::api::ApiClient;
-use crate::command::stage::Output;
 use crate::k8s;
 use crate::spark::render::{Rendered, render};
 use crate::spark::submission::{PlanOptions, Role, SparkPlan};
