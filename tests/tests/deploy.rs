@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ferry_core::SourceUri;
+use ferry_core::plan::FetchPlan;
 use ferry_tests::api::ApiClient;
 use ferry_tests::moto::Moto;
 use ferry_tests::{
@@ -1143,13 +1145,21 @@ fn spark_templates_match_the_clients_and_their_init_args_fetch_a_staged_bundle()
         );
         let args = init.args.clone().unwrap();
         let generated_args = generated_init.args.as_ref().unwrap();
-        // Same options; only the bundle differs (a named one here).
+        // Same options and the same fetch plan (the last argument); only the
+        // bundle differs (a named one here).
         assert_eq!(
             args[..args.len() - 1],
             generated_args[..generated_args.len() - 1],
             "{role}: ferry-init options differ from the client's"
         );
-        assert_eq!(args.last().unwrap(), "ferry://my-job-deps");
+        let plan = FetchPlan::from_json(args.last().unwrap())
+            .unwrap_or_else(|e| panic!("{role}: the template's plan: {e}"));
+        let mut generated_plan = FetchPlan::from_json(generated_args.last().unwrap()).unwrap();
+        generated_plan.items[0].uri = SourceUri::parse("ferry://my-job-deps").unwrap();
+        assert_eq!(
+            plan, generated_plan,
+            "{role}: the template fetches what the client's does"
+        );
         assert_eq!(
             mounts_of(init),
             mounts_of(generated_init),
