@@ -58,7 +58,9 @@ while [ $# -gt 0 ]; do
     --oci-dir) oci_dir=$2; shift 2 ;;
     --no-build) build=; shift ;;
     --ca-bundle) ca_bundle=$2; shift 2 ;;
-    --root|--runroot) storage+=("$1" "$2"); shift 2 ;;
+    # Absolute: podman records these paths in its database and refuses
+    # another spelling of them later.
+    --root|--runroot) mkdir -p "$2"; storage+=("$1" "$(cd "$2" && pwd)"); shift 2 ;;
     --storage-driver) storage[1]=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;

@@ -25,7 +25,9 @@ pub fn prepare(dir: &Path, owner: &str) -> Result<String, String> {
     let (uid, gid) = owner
         .split_once(':')
         .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)))
-        .ok_or_else(|| format!("--prepare-cache-for {owner:?}: expected UID:GID, e.g. 65532:65532"))?;
+        .ok_or_else(|| {
+            format!("--prepare-cache-for {owner:?}: expected UID:GID, e.g. 65532:65532")
+        })?;
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let top = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if top.uid() == uid && top.gid() == gid && top.mode() & 0o7777 == CACHE_DIR_MODE {

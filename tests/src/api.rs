@@ -144,7 +144,9 @@ pub fn start_partial_put(
 /// The status line of the response on `stream` (empty if none came within
 /// `timeout`).
 pub fn read_status(stream: &mut TcpStream, timeout: Duration) -> String {
-    stream.set_read_timeout(Some(timeout)).expect("read timeout");
+    stream
+        .set_read_timeout(Some(timeout))
+        .expect("read timeout");
     let mut buf = [0u8; 512];
     let n = stream.read(&mut buf).unwrap_or(0);
     String::from_utf8_lossy(&buf[..n])

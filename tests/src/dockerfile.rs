@@ -49,7 +49,6 @@ pub fn parse_dockerfile(text: &str) -> Vec<Stage> {
     stages
 }
 
-
 /// What a run-time stage puts into an image, as `podman image inspect` and
 /// the image's files would show it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -14,7 +14,6 @@
 //! client uses). Nothing runs pods: [`crate::kubelet`] does, writing pod
 //! status back through this API.
 
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -262,9 +261,9 @@ impl KubeClient {
     /// The objects of a namespaced core collection, optionally by label
     /// selector (as `kubectl get -l` sends it).
     pub fn list(&self, namespace: &str, plural: &str, selector: Option<&str>) -> Vec<Value> {
-        let mut request = self
-            .http
-            .get(format!("{}{}", self.url, Self::path(namespace, plural, "")));
+        let mut request =
+            self.http
+                .get(format!("{}{}", self.url, Self::path(namespace, plural, "")));
         if let Some(selector) = selector {
             request = request.query(&[("labelSelector", selector)]);
         }
@@ -314,7 +313,6 @@ impl KubeClient {
         );
         true
     }
-
 }
 
 fn write_kubeconfig(path: &std::path::Path, url: &str, token: &str) {

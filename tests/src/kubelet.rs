@@ -61,7 +61,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -230,8 +230,7 @@ impl RunningPod {
 
     /// Waits up to `limit` for the pod to be Ready.
     pub fn wait_ready(&self, limit: Duration) -> bool {
-        crate::wait_until(limit, || self.is_ready() || self.is_finished())
-            && self.is_ready()
+        crate::wait_until(limit, || self.is_ready() || self.is_finished()) && self.is_ready()
     }
 
     pub fn is_finished(&self) -> bool {
@@ -305,7 +304,9 @@ impl Serving {
         while !thread.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 }
 
@@ -354,7 +355,11 @@ impl Kubelet {
 
     /// Where a `hostPath` volume's `path` lives on this stand-in node.
     pub fn host_path(&self, path: &str) -> PathBuf {
-        self.inner.node.path().join("host").join(path.trim_start_matches('/'))
+        self.inner
+            .node
+            .path()
+            .join("host")
+            .join(path.trim_start_matches('/'))
     }
 
     /// Where a `persistentVolumeClaim` volume's claim keeps its files.
@@ -412,9 +417,9 @@ impl Kubelet {
 
     /// Fetches the pod `namespace/name` from the API and runs it.
     pub fn run_stored_pod(&self, namespace: &str, name: &str, limit: Duration) -> PodOutcome {
-        let pod = self.stored_pod(namespace, name).unwrap_or_else(|| {
-            panic!("pod {namespace}/{name} is not in the API server")
-        });
+        let pod = self
+            .stored_pod(namespace, name)
+            .unwrap_or_else(|| panic!("pod {namespace}/{name} is not in the API server"));
         self.run_pod(&pod, limit)
     }
 
@@ -490,9 +495,10 @@ impl Run {
     fn report(&self, status: Value) {
         // The pod may be gone already (deleted by its owner); a kubelet's
         // status write then fails the same way and is dropped.
-        let _ = self
-            .api()
-            .merge_patch(&format!("{}/status", self.pod_path()), &json!({ "status": status }));
+        let _ = self.api().merge_patch(
+            &format!("{}/status", self.pod_path()),
+            &json!({ "status": status }),
+        );
     }
 
     fn run(self) -> PodOutcome {
@@ -528,7 +534,11 @@ impl Run {
             Ok(volumes) => volumes,
             Err(message) => {
                 let failed = ContainerOutcome {
-                    name: spec.containers.first().map(|c| c.name.clone()).unwrap_or_default(),
+                    name: spec
+                        .containers
+                        .first()
+                        .map(|c| c.name.clone())
+                        .unwrap_or_default(),
                     exit_code: None,
                     reason: "FailedMount".into(),
                     message,
@@ -640,7 +650,9 @@ impl Run {
         self.state.ready.store(false, Ordering::SeqCst);
         let mut statuses = Vec::new();
         for (container, handle) in mains {
-            let result = handle.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let result = handle
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
             statuses.push(terminated_status(&container, &result));
             outcome.containers.push(result);
         }
@@ -693,18 +705,31 @@ impl Run {
                 always_read_only = true;
             } else if let Some(config_map) = &volume.config_map {
                 let name = config_map.name.clone();
-                let object = self.wait_for("configmaps", &name, config_map.optional == Some(true))?;
+                let object =
+                    self.wait_for("configmaps", &name, config_map.optional == Some(true))?;
                 let mut data: BTreeMap<String, Vec<u8>> = object
                     .as_ref()
                     .and_then(|o| o["data"].as_object())
                     .into_iter()
                     .flatten()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().as_bytes().to_vec()))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str().unwrap_or_default().as_bytes().to_vec(),
+                        )
+                    })
                     .collect();
-                data.extend(decode_all(object.as_ref().and_then(|o| o["binaryData"].as_object())));
+                data.extend(decode_all(
+                    object.as_ref().and_then(|o| o["binaryData"].as_object()),
+                ));
                 let items = config_map.items.clone().unwrap_or_default().into_iter();
                 let items = items.map(|i| (i.key, i.path, i.mode)).collect();
-                write_projection(&path, &data, items, config_map.default_mode.unwrap_or(0o644))?;
+                write_projection(
+                    &path,
+                    &data,
+                    items,
+                    config_map.default_mode.unwrap_or(0o644),
+                )?;
                 apply_fs_group(&path, fs_group, true);
                 always_read_only = true;
             } else if let Some(host) = &volume.host_path {
@@ -717,21 +742,34 @@ impl Run {
                         }
                     }
                     "Directory" if !on_node.is_dir() => {
-                        return Err(format!("hostPath type check failed: {} is not a directory", host.path));
+                        return Err(format!(
+                            "hostPath type check failed: {} is not a directory",
+                            host.path
+                        ));
                     }
                     "FileOrCreate" => {
                         if !on_node.exists() {
-                            std::fs::create_dir_all(on_node.parent().expect("parent")).expect("mkdir");
+                            std::fs::create_dir_all(on_node.parent().expect("parent"))
+                                .expect("mkdir");
                             std::fs::write(&on_node, b"").expect("create hostPath file");
                             set_mode(&on_node, 0o644);
                         }
                     }
                     "File" if !on_node.is_file() => {
-                        return Err(format!("hostPath type check failed: {} is not a file", host.path));
+                        return Err(format!(
+                            "hostPath type check failed: {} is not a file",
+                            host.path
+                        ));
                     }
                     _ => {}
                 }
-                made.insert(volume.name.clone(), MadeVolume { path: on_node, always_read_only });
+                made.insert(
+                    volume.name.clone(),
+                    MadeVolume {
+                        path: on_node,
+                        always_read_only,
+                    },
+                );
                 continue;
             } else if let Some(claim) = &volume.persistent_volume_claim {
                 let on_node = self.kubelet.claim_path(&claim.claim_name);
@@ -739,7 +777,13 @@ impl Run {
                     make_dir(&on_node, 0o755);
                 }
                 apply_fs_group(&on_node, fs_group, false);
-                made.insert(volume.name.clone(), MadeVolume { path: on_node, always_read_only });
+                made.insert(
+                    volume.name.clone(),
+                    MadeVolume {
+                        path: on_node,
+                        always_read_only,
+                    },
+                );
                 continue;
             } else {
                 return Err(format!(
@@ -747,7 +791,13 @@ impl Run {
                     volume.name
                 ));
             }
-            made.insert(volume.name.clone(), MadeVolume { path, always_read_only });
+            made.insert(
+                volume.name.clone(),
+                MadeVolume {
+                    path,
+                    always_read_only,
+                },
+            );
         }
         Ok(made)
     }
@@ -819,9 +869,9 @@ impl Run {
         };
         let run_as_user = security.run_as_user.or(pod_security.run_as_user);
         let run_as_group = security.run_as_group.or(pod_security.run_as_group);
-        let effective_uid = run_as_user.map(|u| u.to_string()).unwrap_or_else(|| {
-            image_user.split(':').next().unwrap_or_default().to_owned()
-        });
+        let effective_uid = run_as_user
+            .map(|u| u.to_string())
+            .unwrap_or_else(|| image_user.split(':').next().unwrap_or_default().to_owned());
         let non_root = security.run_as_non_root.or(pod_security.run_as_non_root) == Some(true);
         if non_root && matches!(effective_uid.as_str(), "" | "0" | "root") {
             return config(
@@ -836,7 +886,10 @@ impl Run {
             "--name".into(),
             podman_name.clone(),
             "--network=host".into(),
-            format!("--hostname={}", self.name.chars().take(63).collect::<String>()),
+            format!(
+                "--hostname={}",
+                self.name.chars().take(63).collect::<String>()
+            ),
             // Without both, runc's setrlimit fails here; neither may exceed
             // what this process holds.
             format!("--ulimit=nofile={0}:{0}", open_files_limit()),
@@ -847,7 +900,11 @@ impl Run {
             (Some(u), Some(g)) => args.push(format!("--user={u}:{g}")),
             (Some(u), None) => args.push(format!("--user={u}")),
             (None, Some(g)) => {
-                let uid = image_user.split(':').next().filter(|u| !u.is_empty()).unwrap_or("0");
+                let uid = image_user
+                    .split(':')
+                    .next()
+                    .filter(|u| !u.is_empty())
+                    .unwrap_or("0");
                 args.push(format!("--user={uid}:{g}"));
             }
             (None, None) => {
@@ -941,26 +998,27 @@ impl Run {
             .termination_message_path
             .clone()
             .unwrap_or_else(|| "/dev/termination-log".into());
-        args.push(format!("--volume={}:{message_path}", message_file.display()));
+        args.push(format!(
+            "--volume={}:{message_path}",
+            message_file.display()
+        ));
 
         let expand = |text: &str| expand_vars(text, &env);
         let command: Option<Vec<String>> = container
             .command
             .as_ref()
             .map(|c| c.iter().map(|a| expand(a)).collect());
-        let container_args: Vec<String> = container
-            .args
-            .iter()
-            .flatten()
-            .map(|a| expand(a))
-            .collect();
+        let container_args: Vec<String> =
+            container.args.iter().flatten().map(|a| expand(a)).collect();
         if let Some(dir) = &container.working_dir {
             args.push(format!("--workdir={dir}"));
         }
         match &stand_in {
             Some(stand_in) => {
                 for (path, uid, gid, mode) in &stand_in.dirs {
-                    let host = container_dir.join("image").join(path.trim_start_matches('/'));
+                    let host = container_dir
+                        .join("image")
+                        .join(path.trim_start_matches('/'));
                     make_dir(&host, *mode);
                     chown(&host, Some(*uid), Some(*gid)).expect("chown image folder");
                     args.push(format!("--volume={}:{path}", host.display()));
@@ -1006,7 +1064,11 @@ impl Run {
             .unwrap_or_else(|e| panic!("start podman for {}: {e}", container.name));
         inner.live.lock().unwrap().insert(podman_name.clone());
         if kind == "main" {
-            self.state.containers.lock().unwrap().push(podman_name.clone());
+            self.state
+                .containers
+                .lock()
+                .unwrap()
+                .push(podman_name.clone());
         }
         let status = child.wait().expect("wait for podman");
         inner.live.lock().unwrap().remove(&podman_name);
@@ -1022,7 +1084,8 @@ impl Run {
         let mut message = std::fs::read(&message_file).unwrap_or_default();
         message.truncate(MESSAGE_LIMIT);
         outcome.message = String::from_utf8_lossy(&message).into_owned();
-        let fallback = container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+        let fallback =
+            container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
         if outcome.message.is_empty() && fallback && !outcome.succeeded() {
             outcome.message = log_tail(&outcome.log);
         }
@@ -1040,14 +1103,19 @@ impl Run {
         stand_in: Option<&StandInImage>,
     ) -> Result<Vec<(String, String)>, String> {
         let mut env: Vec<(String, String)> = stand_in.map(|s| s.env.clone()).unwrap_or_default();
-        let mut set = |env: &mut Vec<(String, String)>, key: String, value: String| {
+        let set = |env: &mut Vec<(String, String)>, key: String, value: String| {
             env.retain(|(k, _)| *k != key);
             env.push((key, value));
         };
         for from in container.env_from.iter().flatten() {
             let prefix = from.prefix.clone().unwrap_or_default();
             let (plural, name, optional, binary) = if let Some(r) = &from.config_map_ref {
-                ("configmaps", r.name.clone(), r.optional == Some(true), false)
+                (
+                    "configmaps",
+                    r.name.clone(),
+                    r.optional == Some(true),
+                    false,
+                )
             } else if let Some(r) = &from.secret_ref {
                 ("secrets", r.name.clone(), r.optional == Some(true), true)
             } else {
@@ -1103,18 +1171,38 @@ impl Run {
                             .as_ref()
                             .and_then(|l| l.get(key).cloned())
                             .unwrap_or_default(),
-                        None => return Err(format!("env {}: fieldRef {other} is not supported here", var.name)),
+                        None => {
+                            return Err(format!(
+                                "env {}: fieldRef {other} is not supported here",
+                                var.name
+                            ));
+                        }
                     }
                 }
             };
             return Ok(value);
         }
         let (plural, name, key, optional, binary) = if let Some(r) = &from.secret_key_ref {
-            ("secrets", r.name.clone(), r.key.clone(), r.optional == Some(true), true)
+            (
+                "secrets",
+                r.name.clone(),
+                r.key.clone(),
+                r.optional == Some(true),
+                true,
+            )
         } else if let Some(r) = &from.config_map_key_ref {
-            ("configmaps", r.name.clone(), r.key.clone(), r.optional == Some(true), false)
+            (
+                "configmaps",
+                r.name.clone(),
+                r.key.clone(),
+                r.optional == Some(true),
+                false,
+            )
         } else {
-            return Err(format!("env {}: only fieldRef, secretKeyRef and configMapKeyRef are supported here", var.name));
+            return Err(format!(
+                "env {}: only fieldRef, secretKeyRef and configMapKeyRef are supported here",
+                var.name
+            ));
         };
         let object = self.wait_for(plural, &name, optional)?;
         let raw = object
@@ -1124,7 +1212,10 @@ impl Run {
             Some(raw) if binary => Ok(decode(&raw)),
             Some(raw) => Ok(raw),
             None if optional => Ok(String::new()),
-            None => Err(format!("couldn't find key {key} in {plural} {}/{name}", self.namespace)),
+            None => Err(format!(
+                "couldn't find key {key} in {plural} {}/{name}",
+                self.namespace
+            )),
         }
     }
 }
@@ -1215,7 +1306,10 @@ fn apply_fs_group(path: &Path, fs_group: Option<u32>, read_only: bool) {
         let mut mode = meta.permissions().mode() & 0o7777 | mask;
         if meta.is_dir() {
             mode |= 0o2000 | 0o111;
-            for entry in std::fs::read_dir(&at).expect("read volume folder").flatten() {
+            for entry in std::fs::read_dir(&at)
+                .expect("read volume folder")
+                .flatten()
+            {
                 stack.push(entry.path());
             }
         }
@@ -1265,7 +1359,10 @@ pub fn probe_passes(probe: &Probe, container: &Container) -> bool {
         let Some(port) = port(&http.port) else {
             return false;
         };
-        let url = format!("http://127.0.0.1:{port}{}", http.path.as_deref().unwrap_or("/"));
+        let url = format!(
+            "http://127.0.0.1:{port}{}",
+            http.path.as_deref().unwrap_or("/")
+        );
         return reqwest::blocking::Client::builder()
             .timeout(timeout)
             .build()
@@ -1325,7 +1422,10 @@ mod tests {
 
     #[test]
     fn dollar_parens_expand_defined_variables_only() {
-        let env = vec![("A".to_owned(), "1".to_owned()), ("B".to_owned(), "two".to_owned())];
+        let env = vec![
+            ("A".to_owned(), "1".to_owned()),
+            ("B".to_owned(), "two".to_owned()),
+        ];
         assert_eq!(expand_vars("x$(A)y$(B)", &env), "x1ytwo");
         assert_eq!(expand_vars("$(C) $$(A) $A", &env), "$(C) $(A) $A");
     }

@@ -21,15 +21,22 @@ pub struct CountingRelay {
 
 impl CountingRelay {
     pub fn start(listen: SocketAddr, upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind(listen)
-            .unwrap_or_else(|e| panic!("relay: bind {listen}: {e}"));
+        let listener =
+            TcpListener::bind(listen).unwrap_or_else(|e| panic!("relay: bind {listen}: {e}"));
         let addr = listener.local_addr().expect("relay address");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let served = Arc::new(AtomicU64::new(0));
         let received = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (s, r, c, st) = (served.clone(), received.clone(), connections.clone(), stop.clone());
+        let (s, r, c, st) = (
+            served.clone(),
+            received.clone(),
+            connections.clone(),
+            stop.clone(),
+        );
         std::thread::spawn(move || {
             while !st.load(Ordering::SeqCst) {
                 match listener.accept() {

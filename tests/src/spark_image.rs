@@ -84,10 +84,17 @@ impl SparkHome {
         )?;
         let java = require_tool("java", "FERRY_TEST_JAVA", &["java"])?;
         let output = Command::new(&python)
-            .args(["-c", "import os, pyspark; print(os.path.dirname(pyspark.__file__))"])
+            .args([
+                "-c",
+                "import os, pyspark; print(os.path.dirname(pyspark.__file__))",
+            ])
             .output()
             .expect("ask python where pyspark is");
-        assert!(output.status.success(), "{} cannot import pyspark", python.display());
+        assert!(
+            output.status.success(),
+            "{} cannot import pyspark",
+            python.display()
+        );
         let spark_home = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
         let site_packages = spark_home.parent().expect("site-packages").to_path_buf();
         let java = std::fs::canonicalize(&java).expect("resolve java");
@@ -140,7 +147,10 @@ pub fn stand_in(home: &SparkHome, dir: &Path, driver_args: &str) -> StandInImage
             ),
             ("PYSPARK_PYTHON".into(), python.into()),
             ("PYSPARK_DRIVER_PYTHON".into(), python.into()),
-            ("PYTHONPATH".into(), home.site_packages.display().to_string()),
+            (
+                "PYTHONPATH".into(),
+                home.site_packages.display().to_string(),
+            ),
             ("STAND_IN_DRIVER_ARGS".into(), driver_args.into()),
         ],
         dirs: vec![("/opt/spark/work-dir".into(), 185, 185, 0o775)],

@@ -13,7 +13,6 @@
 //! - Spark pod templates: parsed as Pods, compared with what `ferry submit`
 //!   generates, and their ferry-init arguments run against a real server.
 
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use ferry_tests::api::ApiClient;
 use ferry_tests::dockerfile::parse_dockerfile;
+use ferry_tests::kube_mock::KubeMock;
 use ferry_tests::moto::Moto;
 use ferry_tests::{
     Child, FerryServer, bin, free_port, require_tool, wait_for_port, workspace_root,
@@ -32,7 +32,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use ferry_tests::kube_mock::KubeMock;
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "ferry-system";

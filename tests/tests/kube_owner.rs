@@ -5,7 +5,6 @@
 //! so this shows the wiring (kubeconfig, list, watch events, namespaced
 //! stores, the owner loop, deletion) and not a real cluster's behaviour.
 
-
 use std::time::Duration;
 
 use ferry_tests::FerryServer;

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_tests::api::{ApiClient, read_status, start_partial_put};
 use ferry_tests::dockerfile::parse_dockerfile;
@@ -31,7 +31,8 @@ use ferry_tests::relay::CountingRelay;
 use ferry_tests::spark_image::{self, SparkHome};
 use ferry_tests::{Child, FerryServer, bin, free_port, require_tool, wait_until, workspace_root};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "spark";
@@ -74,7 +75,12 @@ impl Cluster {
 
     /// `ferry --server ... --token-file ... submit ARGS`, with the fake's
     /// kubeconfig and nothing of the caller's shell.
-    fn ferry_submit(&self, submit: &[&str], spark_submit: &[String], spark: Option<&SparkHome>) -> Command {
+    fn ferry_submit(
+        &self,
+        submit: &[&str],
+        spark_submit: &[String],
+        spark: Option<&SparkHome>,
+    ) -> Command {
         let mut command = Command::new(bin("ferry"));
         command
             .args(["--server", &self.server.url, "--token-file"])
@@ -105,7 +111,10 @@ impl Cluster {
             found = self.kube.client().list(NAMESPACE, "pods", Some(selector));
             found.len() >= count
         });
-        assert!(appeared, "no {count} pods {selector} in the API after {limit:?}");
+        assert!(
+            appeared,
+            "no {count} pods {selector} in the API after {limit:?}"
+        );
         found
             .into_iter()
             .map(|p| serde_json::from_value(p).expect("pod parses"))
@@ -160,7 +169,11 @@ fn write_jar(path: &Path, size: usize) {
     let size32 = u32::try_from(size).expect("jar under 4 GiB");
     let mut zip = Vec::with_capacity(size + 200);
     let header = |zip: &mut Vec<u8>, central: bool| {
-        zip.extend_from_slice(if central { b"PK\x01\x02" } else { b"PK\x03\x04" });
+        zip.extend_from_slice(if central {
+            b"PK\x01\x02"
+        } else {
+            b"PK\x03\x04"
+        });
         if central {
             zip.extend_from_slice(&20u16.to_le_bytes()); // made by
         }
@@ -199,7 +212,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &byte in data {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -207,7 +224,12 @@ fn crc32(data: &[u8]) -> u32 {
 
 /// The spark-submit command line of a cluster-mode job with ferry's
 /// dependencies.
-fn spark_submit_args(spark: &SparkHome, kube: &KubeMock, job: &Path, extra: &[String]) -> Vec<String> {
+fn spark_submit_args(
+    spark: &SparkHome,
+    kube: &KubeMock,
+    job: &Path,
+    extra: &[String],
+) -> Vec<String> {
     let path = |name: &str| job.join(name).display().to_string();
     let mut args: Vec<String> = vec![
         spark.spark_submit.display().to_string(),
@@ -243,9 +265,13 @@ fn spark_submit_args(spark: &SparkHome, kube: &KubeMock, job: &Path, extra: &[St
 
 /// Waits for a spawned command; its exit status and output.
 fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    child
-        .wait_timeout(limit)
-        .unwrap_or_else(|| panic!("{} still running after {limit:?}:\n{}", child.name, child.log_text()))
+    child.wait_timeout(limit).unwrap_or_else(|| {
+        panic!(
+            "{} still running after {limit:?}:\n{}",
+            child.name,
+            child.log_text()
+        )
+    })
 }
 
 fn assert_pod_ok(outcome: &PodOutcome) {
@@ -275,9 +301,15 @@ fn built_images_have_the_layout_their_dockerfiles_describe() {
         let inspect = podman.inspect_image(&image);
         let config = &inspect["Config"];
         assert_eq!(config["User"], expected.user.as_str(), "{name}: USER");
-        assert_eq!(config["Entrypoint"], json!(expected.entrypoint), "{name}: ENTRYPOINT");
         assert_eq!(
-            config["WorkingDir"].as_str().filter(|d| !d.is_empty() && *d != "/"),
+            config["Entrypoint"],
+            json!(expected.entrypoint),
+            "{name}: ENTRYPOINT"
+        );
+        assert_eq!(
+            config["WorkingDir"]
+                .as_str()
+                .filter(|d| !d.is_empty() && *d != "/"),
             expected.working_dir.as_deref(),
             "{name}: WORKDIR"
         );
@@ -309,9 +341,18 @@ fn built_images_have_the_layout_their_dockerfiles_describe() {
         let files = tree(&root);
         podman.unmount_image(&image);
         let mut base: BTreeSet<String> = [
-            "/etc", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/ssl",
-            "/etc/ssl/certs", "/etc/ssl/certs/ca-certificates.crt", "/tmp", "/home",
-            "/home/nonroot", "/var", "/var/lib",
+            "/etc",
+            "/etc/passwd",
+            "/etc/group",
+            "/etc/nsswitch.conf",
+            "/etc/ssl",
+            "/etc/ssl/certs",
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/tmp",
+            "/home",
+            "/home/nonroot",
+            "/var",
+            "/var/lib",
         ]
         .into_iter()
         .map(str::to_owned)
@@ -328,11 +369,18 @@ fn built_images_have_the_layout_their_dockerfiles_describe() {
             base.insert(dest.clone());
         }
         let entrypoint = &expected.entrypoint[0];
-        assert_eq!(files[entrypoint].2 & 0o111, 0o111, "{name}: {entrypoint} is executable");
+        assert_eq!(
+            files[entrypoint].2 & 0o111,
+            0o111,
+            "{name}: {entrypoint} is executable"
+        );
         // The loader and libraries the binary names, and nothing else.
         let libraries = libraries_of(&ferry_tests::target_dir().join("release").join(name));
         for lib in &libraries {
-            assert!(files.contains_key(lib), "{name}: {lib} (from ldd) is missing");
+            assert!(
+                files.contains_key(lib),
+                "{name}: {lib} (from ldd) is missing"
+            );
             for ancestor in Path::new(lib).ancestors() {
                 base.insert(ancestor.display().to_string());
             }
@@ -347,11 +395,20 @@ fn built_images_have_the_layout_their_dockerfiles_describe() {
         let root = podman.mount_image(&ferry_image(name));
         let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
         let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
-        let certs = std::fs::read_to_string(root.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+        let certs =
+            std::fs::read_to_string(root.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
         podman.unmount_image(&ferry_image(name));
-        assert!(passwd.lines().any(|l| l.starts_with("nonroot:x:65532:65532:")), "{passwd}");
+        assert!(
+            passwd
+                .lines()
+                .any(|l| l.starts_with("nonroot:x:65532:65532:")),
+            "{passwd}"
+        );
         assert!(group.lines().any(|l| l == "nonroot:x:65532:"), "{group}");
-        assert!(certs.matches("BEGIN CERTIFICATE").count() > 50, "{name}: a CA bundle");
+        assert!(
+            certs.matches("BEGIN CERTIFICATE").count() > 50,
+            "{name}: a CA bundle"
+        );
     }
 
     // The OCI archive an operator pushes with skopeo carries the same image.
@@ -373,11 +430,25 @@ fn built_images_have_the_layout_their_dockerfiles_describe() {
         "build.sh --oci-dir: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let archive = dir.path().join(format!("ferry-init-{}.tar", env!("CARGO_PKG_VERSION")));
-    let listing = Command::new("tar").arg("-tf").arg(&archive).output().unwrap();
+    let archive = dir
+        .path()
+        .join(format!("ferry-init-{}.tar", env!("CARGO_PKG_VERSION")));
+    let listing = Command::new("tar")
+        .arg("-tf")
+        .arg(&archive)
+        .output()
+        .unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
-    assert!(listing.contains("index.json") && listing.contains("oci-layout"), "{listing}");
-    let index = Command::new("tar").arg("-xOf").arg(&archive).arg("index.json").output().unwrap();
+    assert!(
+        listing.contains("index.json") && listing.contains("oci-layout"),
+        "{listing}"
+    );
+    let index = Command::new("tar")
+        .arg("-xOf")
+        .arg(&archive)
+        .arg("index.json")
+        .output()
+        .unwrap();
     let index: Value = serde_json::from_slice(&index.stdout).expect("index.json");
     assert_eq!(
         index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
@@ -459,11 +530,19 @@ fn spark_cluster_mode_driver_pod_runs_with_ferry_init_from_the_image() {
     let job = cluster.path("my job");
     write_job(&job, 64 << 10);
     let stand_in = spark_image::stand_in(&spark, cluster.work.path(), "--master local[1]");
-    let kubelet = cluster.kubelet.clone().with_image(spark_image::IMAGE, stand_in.clone());
+    let kubelet = cluster
+        .kubelet
+        .clone()
+        .with_image(spark_image::IMAGE, stand_in.clone());
 
     let args = spark_submit_args(&spark, &cluster.kube, &job, &[]);
     let command = cluster.ferry_submit(
-        &["--namespace", NAMESPACE, "--pod-server", &cluster.server.url],
+        &[
+            "--namespace",
+            NAMESPACE,
+            "--pod-server",
+            &cluster.server.url,
+        ],
         &args,
         Some(&spark),
     );
@@ -478,7 +557,10 @@ fn spark_cluster_mode_driver_pod_runs_with_ferry_init_from_the_image() {
     assert!(init.log.contains("4 of 4 items in place"), "{}", init.log);
     let log = &outcome.container("spark-kubernetes-driver").log;
     let score: i64 = (1..=50).map(|i| i * 2).sum();
-    assert!(log.contains(&format!("RESULT: 50 rows, score {score}")), "{log}");
+    assert!(
+        log.contains(&format!("RESULT: 50 rows, score {score}")),
+        "{log}"
+    );
     assert!(log.contains("PLACED: [('driver', "), "{log}");
 
     // spark-submit watched the pod (over WebSocket) until it succeeded.
@@ -511,21 +593,31 @@ fn spark_cluster_mode_driver_pod_runs_with_ferry_init_from_the_image() {
         "/var/ferry/pyfiles/scoring.py".into(),
     ]);
     pod.metadata.name = Some("executor-from-template".into());
-    let stored = cluster.kube.client().create(NAMESPACE, "pods", &serde_json::to_value(&pod).unwrap());
+    let stored =
+        cluster
+            .kube
+            .client()
+            .create(NAMESPACE, "pods", &serde_json::to_value(&pod).unwrap());
     let pod: Pod = serde_json::from_value(stored).unwrap();
     let outcome = kubelet.run_pod(&pod, Duration::from_secs(60));
     assert_pod_ok(&outcome);
     let sums = &outcome.container("spark-kubernetes-executor").log;
     for name in ["dep.jar", "data 1.csv", "scoring.py"] {
         let digest = ferry_core::Digest::of(&std::fs::read(job.join(name)).unwrap());
-        assert!(sums.contains(&digest.hex()), "{name} ({digest}) not delivered: {sums}");
+        assert!(
+            sums.contains(&digest.hex()),
+            "{name} ({digest}) not delivered: {sums}"
+        );
     }
     let status = cluster
         .kube
         .client()
         .get(&KubeMock::path(NAMESPACE, "pods", "executor-from-template"))
         .unwrap();
-    assert_eq!(status["status"]["phase"], "Succeeded", "the stand-in reports status");
+    assert_eq!(
+        status["status"]["phase"], "Succeeded",
+        "the stand-in reports status"
+    );
 }
 
 /// Executor pods too: the driver runs with Spark's Kubernetes scheduler
@@ -534,10 +626,14 @@ fn spark_cluster_mode_driver_pod_runs_with_ferry_init_from_the_image() {
 /// image with the executor pod's own arguments, then the executor command
 /// the Spark image's entrypoint builds from the pod's env) and reports their
 /// status. Tasks run on those executors, and each executor uses the jar its
-/// own ferry-init delivered: its log says it took `file:/var/ferry/...`,
-/// never `spark://` from the driver, and the bytes the driver served
-/// through its Service (a counting relay standing where the Service's
-/// proxy would) stay far below the jar's size.
+/// own ferry-init delivered (`ferry submit` sets
+/// `spark.kubernetes.jars.avoidDownloadSchemes=local`): its log says it
+/// took `file:/var/ferry/jars/dep.jar`, never `spark://.../jars/` from the
+/// driver, and the bytes the driver served through its Service (a counting
+/// relay standing where the Service's proxy would) stay far below the
+/// jar's size. (Spark 4 still serves `--files` and `--py-files` from the
+/// driver: it copies them into its working directory and offers no switch;
+/// they are small here.)
 #[test]
 fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
     let Some(cluster) = Cluster::start(&["ferry-init"]) else {
@@ -550,7 +646,10 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
     let job = cluster.path("job");
     write_job(&job, JAR);
     let stand_in = spark_image::stand_in(&spark, cluster.work.path(), "");
-    let kubelet = cluster.kubelet.clone().with_image(spark_image::IMAGE, stand_in);
+    let kubelet = cluster
+        .kubelet
+        .clone()
+        .with_image(spark_image::IMAGE, stand_in);
     let (driver_port, block_port) = (free_port(), free_port());
     let extra: Vec<String> = [
         format!("spark.kubernetes.driver.master={}", cluster.kube.url),
@@ -567,7 +666,12 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
     .collect();
     let args = spark_submit_args(&spark, &cluster.kube, &job, &extra);
     let command = cluster.ferry_submit(
-        &["--namespace", NAMESPACE, "--pod-server", &cluster.server.url],
+        &[
+            "--namespace",
+            NAMESPACE,
+            "--pod-server",
+            &cluster.server.url,
+        ],
         &args,
         Some(&spark),
     );
@@ -581,17 +685,18 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
     let services = cluster.kube.client().list(NAMESPACE, "services", None);
     let service = services
         .iter()
-        .find_map(|s| s["metadata"]["name"].as_str().filter(|n| n.ends_with("-driver-svc")))
+        .find_map(|s| {
+            s["metadata"]["name"]
+                .as_str()
+                .filter(|n| n.ends_with("-driver-svc"))
+        })
         .unwrap_or_else(|| panic!("no driver Service: {services:?}"))
         .to_owned();
     kubelet.route_service(&service, "127.0.0.2");
     let relays: Vec<CountingRelay> = [driver_port, block_port]
         .into_iter()
         .map(|port| {
-            CountingRelay::start(
-                ([127, 0, 0, 2], port).into(),
-                ([127, 0, 0, 1], port).into(),
-            )
+            CountingRelay::start(([127, 0, 0, 2], port).into(), ([127, 0, 0, 1], port).into())
         })
         .collect();
 
@@ -602,8 +707,15 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
     assert_pod_ok(&outcome);
     let log = &outcome.container("spark-kubernetes-driver").log;
     let score: i64 = (1..=50).map(|i| i * 2).sum();
-    assert!(log.contains(&format!("RESULT: 50 rows, score {score}")), "{log}\n{described}");
-    assert_eq!(executor_outcomes.len(), 2, "two executor pods ran:\n{described}");
+    assert!(
+        log.contains(&format!("RESULT: 50 rows, score {score}")),
+        "{log}\n{described}"
+    );
+    assert_eq!(
+        executor_outcomes.len(),
+        2,
+        "two executor pods ran:\n{described}"
+    );
     let placed = log
         .lines()
         .find_map(|l| l.strip_prefix("PLACED: "))
@@ -615,17 +727,35 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
             executor.name
         );
         let init = executor.init("ferry-init");
-        assert!(init.succeeded() && init.log.contains("items in place"), "{described}");
+        assert!(
+            init.succeeded() && init.log.contains("items in place"),
+            "{described}"
+        );
         let main = &executor.containers[0].log;
-        assert!(main.contains("file:/var/ferry/jars/dep.jar"), "{}: {main}", executor.name);
-        assert!(!main.contains("spark://"), "{}: fetched from the driver: {main}", executor.name);
+        assert!(
+            main.contains("file:/var/ferry/jars/dep.jar"),
+            "{}: {main}",
+            executor.name
+        );
+        assert!(
+            !main
+                .lines()
+                .any(|l| l.contains("spark://") && l.contains("/jars/")),
+            "{}: fetched a jar from the driver: {main}",
+            executor.name
+        );
     }
     let served: u64 = relays.iter().map(CountingRelay::served).sum();
     assert!(
         served < (JAR / 4) as u64,
         "the driver served {served} bytes to executors (the jar is {JAR})"
     );
-    assert!(relays[0].connections.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    assert!(
+        relays[0]
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2
+    );
     let status = wait_child(&mut submit, Duration::from_secs(60));
     assert!(status.success(), "ferry submit: {}", submit.log_text());
 }
@@ -648,7 +778,11 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
 /// is mounted from a Secret and named in `KUBECONFIG`.
 #[test]
 fn ferry_server_deployment_runs_from_its_image_and_drains_on_sigterm() {
-    let Some(kubectl) = require_tool("kubectl (with kustomize)", "FERRY_TEST_KUBECTL", &["kubectl"]) else {
+    let Some(kubectl) = require_tool(
+        "kubectl (with kustomize)",
+        "FERRY_TEST_KUBECTL",
+        &["kubectl"],
+    ) else {
         return;
     };
     let Some(podman) = Podman::with_ferry_images(&["ferry-server"]) else {
@@ -663,7 +797,11 @@ fn ferry_server_deployment_runs_from_its_image_and_drains_on_sigterm() {
         .arg(workspace_root().join("deploy/kubernetes/overlays/local-disk"))
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = String::from_utf8(output.stdout).unwrap();
     let deployment: Deployment = serde_yaml::Deserializer::from_str(&text)
         .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
@@ -684,11 +822,14 @@ fn ferry_server_deployment_runs_from_its_image_and_drains_on_sigterm() {
     for p in container.ports.iter_mut().flatten() {
         p.container_port = i32::from(port);
     }
-    container.env.get_or_insert_with(Vec::new).push(k8s_openapi::api::core::v1::EnvVar {
-        name: "KUBECONFIG".into(),
-        value: Some("/etc/ferry/kube/config".into()),
-        ..Default::default()
-    });
+    container
+        .env
+        .get_or_insert_with(Vec::new)
+        .push(k8s_openapi::api::core::v1::EnvVar {
+            name: "KUBECONFIG".into(),
+            value: Some("/etc/ferry/kube/config".into()),
+            ..Default::default()
+        });
     container.volume_mounts.get_or_insert_with(Vec::new).push(
         k8s_openapi::api::core::v1::VolumeMount {
             name: "kubeconfig".into(),
@@ -697,15 +838,17 @@ fn ferry_server_deployment_runs_from_its_image_and_drains_on_sigterm() {
             ..Default::default()
         },
     );
-    spec.volumes.get_or_insert_with(Vec::new).push(k8s_openapi::api::core::v1::Volume {
-        name: "kubeconfig".into(),
-        secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
-            secret_name: Some("kmock-kubeconfig".into()),
-            default_mode: Some(0o440),
+    spec.volumes
+        .get_or_insert_with(Vec::new)
+        .push(k8s_openapi::api::core::v1::Volume {
+            name: "kubeconfig".into(),
+            secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+                secret_name: Some("kmock-kubeconfig".into()),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
-    });
+        });
     let token = "pods-test-upload-token-0123456789abcdef";
     let kubeconfig = std::fs::read_to_string(&kube.kubeconfig).unwrap();
     for (name, key, value) in [
@@ -726,14 +869,21 @@ fn ferry_server_deployment_runs_from_its_image_and_drains_on_sigterm() {
                      "labels": template.metadata.and_then(|m| m.labels)},
         "spec": spec,
     });
-    let stored: Pod = serde_json::from_value(kube.client().create(&namespace, "pods", &pod)).unwrap();
+    let stored: Pod =
+        serde_json::from_value(kube.client().create(&namespace, "pods", &pod)).unwrap();
     let container = stored.spec.as_ref().unwrap().containers[0].clone();
 
     let running = kubelet.start_pod(&stored);
-    assert!(running.wait_ready(Duration::from_secs(60)), "the readiness probe never passed");
+    assert!(
+        running.wait_ready(Duration::from_secs(60)),
+        "the readiness probe never passed"
+    );
     let liveness = container.liveness_probe.clone().expect("a liveness probe");
     assert!(probe_passes(&liveness, &container), "liveness probe");
-    let api_pod = kube.client().get(&KubeMock::path(&namespace, "pods", "ferry-server-0")).unwrap();
+    let api_pod = kube
+        .client()
+        .get(&KubeMock::path(&namespace, "pods", "ferry-server-0"))
+        .unwrap();
     let ready = api_pod["status"]["conditions"]
         .as_array()
         .unwrap()
@@ -750,7 +900,11 @@ fn ferry_server_deployment_runs_from_its_image_and_drains_on_sigterm() {
     let api = ApiClient::new(&base, Some(token));
     let staged = api.stage(&[("jars/x.jar", b"in the pod")], json!({}));
     assert!(staged["id"].is_string(), "{staged}");
-    let wrong = api.as_token(Some("wrong")).request(reqwest::Method::GET, "/v1/bundles").send().unwrap();
+    let wrong = api
+        .as_token(Some("wrong"))
+        .request(reqwest::Method::GET, "/v1/bundles")
+        .send()
+        .unwrap();
     assert_eq!(wrong.status(), 401);
     // Blobs land on the claim's volume, written by uid 65532.
     let claim = kubelet_claim_dir(&kubelet, &stored);
@@ -758,7 +912,12 @@ fn ferry_server_deployment_runs_from_its_image_and_drains_on_sigterm() {
         .into_iter()
         .find(|p| p.to_string_lossy().contains("/blobs/"))
         .unwrap_or_else(|| panic!("no blob under {}", claim.display()));
-    assert_eq!(std::fs::metadata(&blob).unwrap().uid(), 65532, "{}", blob.display());
+    assert_eq!(
+        std::fs::metadata(&blob).unwrap().uid(),
+        65532,
+        "{}",
+        blob.display()
+    );
 
     // SIGTERM with an upload in flight: it finishes, then the server exits 0.
     let data = ferry_tests::pseudo_random_bytes(21, 300_000);
@@ -767,7 +926,11 @@ fn ferry_server_deployment_runs_from_its_image_and_drains_on_sigterm() {
     std::thread::sleep(Duration::from_millis(200));
     running.terminate();
     assert!(
-        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()),
+        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_err()),
         "the listener stays open after SIGTERM"
     );
     use std::io::Write as _;
@@ -829,15 +992,31 @@ fn template_pod(cluster: &Cluster, name: &str, submit: &[&str]) -> (Pod, Value) 
     options.push(&templates_arg);
     options.extend_from_slice(submit);
     let jar = deps.join("lib.jar").display().to_string();
-    let spark_submit = ["spark-submit".to_owned(), "--jars".into(), jar, "local:///opt/app.jar".into()];
-    let output = cluster.ferry_submit(&options, &spark_submit, None).output().unwrap();
-    assert!(output.status.success(), "ferry submit: {}", String::from_utf8_lossy(&output.stderr));
+    let spark_submit = [
+        "spark-submit".to_owned(),
+        "--jars".into(),
+        jar,
+        "local:///opt/app.jar".into(),
+    ];
+    let output = cluster
+        .ferry_submit(&options, &spark_submit, None)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "ferry submit: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let dry: Value = serde_json::from_slice(&output.stdout).unwrap();
     let secret = dry["secret"].clone();
     if cluster
         .kube
         .client()
-        .get(&KubeMock::path(NAMESPACE, "secrets", secret["metadata"]["name"].as_str().unwrap()))
+        .get(&KubeMock::path(
+            NAMESPACE,
+            "secrets",
+            secret["metadata"]["name"].as_str().unwrap(),
+        ))
         .is_none()
     {
         cluster.kube.client().create(NAMESPACE, "secrets", &secret);
@@ -848,7 +1027,11 @@ fn template_pod(cluster: &Cluster, name: &str, submit: &[&str]) -> (Pod, Value) 
     let main = &mut pod.spec.as_mut().unwrap().containers[0];
     main.image = Some(spark_image::IMAGE.into());
     main.command = Some(vec!["ls".into(), "-ln".into(), "/var/ferry/jars".into()]);
-    let stored = cluster.kube.client().create(NAMESPACE, "pods", &serde_json::to_value(&pod).unwrap());
+    let stored =
+        cluster
+            .kube
+            .client()
+            .create(NAMESPACE, "pods", &serde_json::to_value(&pod).unwrap());
     (serde_json::from_value(stored).unwrap(), secret)
 }
 
@@ -870,10 +1053,16 @@ fn a_failed_fetch_is_the_pods_termination_message() {
     let Some(cluster) = Cluster::start(&["ferry-init"]) else {
         return;
     };
-    let kubelet = cluster.kubelet.clone().with_image(spark_image::IMAGE, lister());
+    let kubelet = cluster
+        .kubelet
+        .clone()
+        .with_image(spark_image::IMAGE, lister());
     let (pod, secret) = template_pod(&cluster, "bad-token", &[]);
     let init = &pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
-    assert_eq!(init.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
+    assert_eq!(
+        init.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
+    );
     // A token that is not the bundle's: every item is refused.
     let name = secret["metadata"]["name"].as_str().unwrap();
     cluster.kube.client().merge_patch(
@@ -882,14 +1071,25 @@ fn a_failed_fetch_is_the_pods_termination_message() {
     );
     let outcome = kubelet.run_pod(&pod, Duration::from_secs(60));
     assert!(!outcome.succeeded());
-    assert!(outcome.containers.is_empty(), "the main container ran:\n{}", outcome.describe());
+    assert!(
+        outcome.containers.is_empty(),
+        "the main container ran:\n{}",
+        outcome.describe()
+    );
     let failed = outcome.init("ferry-init");
     assert_eq!(failed.exit_code, Some(1), "{}", outcome.describe());
     let message = &failed.message;
-    assert!(message.starts_with("ferry-init: 0 of 1 items in place"), "{message}");
+    assert!(
+        message.starts_with("ferry-init: 0 of 1 items in place"),
+        "{message}"
+    );
     assert!(message.contains("FAILED ferry://"), "{message}");
     assert!(message.len() <= 4096);
-    let stored = cluster.kube.client().get(&KubeMock::path(NAMESPACE, "pods", "bad-token")).unwrap();
+    let stored = cluster
+        .kube
+        .client()
+        .get(&KubeMock::path(NAMESPACE, "pods", "bad-token"))
+        .unwrap();
     let status = &stored["status"]["initContainerStatuses"][0]["state"]["terminated"];
     assert_eq!(status["exitCode"], 1, "{stored}");
     assert_eq!(status["message"].as_str(), Some(message.as_str()));
@@ -907,38 +1107,102 @@ fn the_node_cache_hostpath_works_as_the_kubelet_creates_it() {
     let Some(cluster) = Cluster::start(&["ferry-init"]) else {
         return;
     };
-    let kubelet = cluster.kubelet.clone().with_image(spark_image::IMAGE, lister());
+    let kubelet = cluster
+        .kubelet
+        .clone()
+        .with_image(spark_image::IMAGE, lister());
     let cache = kubelet.host_path("/var/cache/ferry");
 
     // Without the setup step, on a fresh node: a clear refusal.
     let (mut pod, _) = template_pod(&cluster, "no-setup", &["--node-cache", "/var/cache/ferry"]);
-    let inits: Vec<String> = pod.spec.as_ref().unwrap().init_containers.iter().flatten().map(|c| c.name.clone()).collect();
+    let inits: Vec<String> = pod
+        .spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
     assert_eq!(inits, ["ferry-cache-setup", "ferry-init"]);
-    pod.spec.as_mut().unwrap().init_containers.as_mut().unwrap().remove(0);
+    pod.spec
+        .as_mut()
+        .unwrap()
+        .init_containers
+        .as_mut()
+        .unwrap()
+        .remove(0);
     let outcome = kubelet.run_pod(&pod, Duration::from_secs(60));
     assert!(!outcome.succeeded());
     let meta = std::fs::metadata(&cache).expect("the kubelet made the hostPath");
-    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755), "as a kubelet makes it");
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o7777),
+        (0, 0o755),
+        "as a kubelet makes it"
+    );
     let message = &outcome.init("ferry-init").message;
-    assert!(message.contains("is not writable by uid 65532"), "{message}");
-    assert!(message.contains("--prepare-cache-for 65532:65532"), "{message}");
+    assert!(
+        message.contains("is not writable by uid 65532"),
+        "{message}"
+    );
+    assert!(
+        message.contains("--prepare-cache-for 65532:65532"),
+        "{message}"
+    );
 
     // With it: the first pod fetches into the cache, the second links.
-    let (first, _) = template_pod(&cluster, "cache-first", &["--node-cache", "/var/cache/ferry"]);
+    let (first, _) = template_pod(
+        &cluster,
+        "cache-first",
+        &["--node-cache", "/var/cache/ferry"],
+    );
     let outcome = kubelet.run_pod(&first, Duration::from_secs(60));
     assert_pod_ok(&outcome);
-    assert!(outcome.init("ferry-cache-setup").log.contains("belongs to 65532:65532"), "{}", outcome.describe());
-    assert!(outcome.init("ferry-init").log.contains("1 fetched"), "{}", outcome.describe());
+    assert!(
+        outcome
+            .init("ferry-cache-setup")
+            .log
+            .contains("belongs to 65532:65532"),
+        "{}",
+        outcome.describe()
+    );
+    assert!(
+        outcome.init("ferry-init").log.contains("1 fetched"),
+        "{}",
+        outcome.describe()
+    );
     let meta = std::fs::metadata(&cache).unwrap();
-    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (65532, 65532, 0o700));
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (65532, 65532, 0o700)
+    );
     let cached = walk_files(&cache.join("sha256"));
     assert_eq!(cached.len(), 1, "{cached:?}");
-    let (second, _) = template_pod(&cluster, "cache-second", &["--node-cache", "/var/cache/ferry"]);
+    let (second, _) = template_pod(
+        &cluster,
+        "cache-second",
+        &["--node-cache", "/var/cache/ferry"],
+    );
     let outcome = kubelet.run_pod(&second, Duration::from_secs(60));
     assert_pod_ok(&outcome);
-    assert!(outcome.init("ferry-cache-setup").log.contains("already belongs"), "{}", outcome.describe());
-    assert!(outcome.init("ferry-init").log.contains("1 from cache"), "{}", outcome.describe());
-    assert!(outcome.containers[0].log.contains("lib.jar"), "{}", outcome.describe());
+    assert!(
+        outcome
+            .init("ferry-cache-setup")
+            .log
+            .contains("already belongs"),
+        "{}",
+        outcome.describe()
+    );
+    assert!(
+        outcome.init("ferry-init").log.contains("1 from cache"),
+        "{}",
+        outcome.describe()
+    );
+    assert!(
+        outcome.containers[0].log.contains("lib.jar"),
+        "{}",
+        outcome.describe()
+    );
 }
 
 /// ferry-init in its image with no CA bundle at all (the file hidden by an
@@ -954,20 +1218,27 @@ fn ferry_init_without_a_ca_bundle_still_fetches_plain_http() {
     let Some(cluster) = Cluster::start(&["ferry-init"]) else {
         return;
     };
-    let kubelet = cluster.kubelet.clone().with_image(spark_image::IMAGE, lister());
+    let kubelet = cluster
+        .kubelet
+        .clone()
+        .with_image(spark_image::IMAGE, lister());
     let (mut pod, _) = template_pod(&cluster, "no-ca", &[]);
     let spec = pod.spec.as_mut().unwrap();
-    spec.volumes.get_or_insert_with(Vec::new).push(k8s_openapi::api::core::v1::Volume {
-        name: "no-ca".into(),
-        empty_dir: Some(Default::default()),
-        ..Default::default()
-    });
+    spec.volumes
+        .get_or_insert_with(Vec::new)
+        .push(k8s_openapi::api::core::v1::Volume {
+            name: "no-ca".into(),
+            empty_dir: Some(Default::default()),
+            ..Default::default()
+        });
     let init = &mut spec.init_containers.as_mut().unwrap()[0];
-    init.volume_mounts.get_or_insert_with(Vec::new).push(k8s_openapi::api::core::v1::VolumeMount {
-        name: "no-ca".into(),
-        mount_path: "/etc/ssl/certs".into(),
-        ..Default::default()
-    });
+    init.volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(k8s_openapi::api::core::v1::VolumeMount {
+            name: "no-ca".into(),
+            mount_path: "/etc/ssl/certs".into(),
+            ..Default::default()
+        });
     let outcome = kubelet.run_pod(&pod, Duration::from_secs(60));
     assert_pod_ok(&outcome);
 }

@@ -626,7 +626,13 @@ fn body_cut_short_leaves_no_blob() {
     let api = client(&server);
     let data = pseudo_random_bytes(3, 1 << 20);
     let digest = Digest::of(&data);
-    let stream = start_partial_put(server.port, &server.token, &digest, data.len(), &data[..100_000]);
+    let stream = start_partial_put(
+        server.port,
+        &server.token,
+        &digest,
+        data.len(),
+        &data[..100_000],
+    );
     drop(stream);
     // Give the server a moment to notice the disconnect and clean up.
     assert_no_uploads_left(&server);
@@ -645,7 +651,13 @@ fn stalled_upload_is_cut_off_and_others_proceed() {
     let api = client(&server);
     let data = pseudo_random_bytes(4, 200_000);
     let digest = Digest::of(&data);
-    let mut stalled = start_partial_put(server.port, &server.token, &digest, data.len(), &data[..1000]);
+    let mut stalled = start_partial_put(
+        server.port,
+        &server.token,
+        &digest,
+        data.len(),
+        &data[..1000],
+    );
     // Meanwhile other clients are served.
     assert_eq!(api.put_blob(b"unaffected").status(), 201);
     let status = read_status(&mut stalled, Duration::from_secs(10));
@@ -810,7 +822,13 @@ fn sigterm_lets_an_inflight_upload_finish_then_exits() {
     let mut server = FerryServer::start();
     let data = pseudo_random_bytes(8, 300_000);
     let digest = Digest::of(&data);
-    let mut stream = start_partial_put(server.port, &server.token, &digest, data.len(), &data[..100_000]);
+    let mut stream = start_partial_put(
+        server.port,
+        &server.token,
+        &digest,
+        data.len(),
+        &data[..100_000],
+    );
     std::thread::sleep(Duration::from_millis(200));
     server.child.signal(15);
     std::thread::sleep(Duration::from_millis(300));
