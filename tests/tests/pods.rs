@@ -976,7 +976,8 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
 fn template_pod(cluster: &Cluster, name: &str, submit: &[&str]) -> (Pod, Value) {
     let deps = cluster.path(&format!("deps-{name}"));
     std::fs::create_dir_all(&deps).unwrap();
-    std::fs::write(deps.join("lib.jar"), format!("jar of {name}")).unwrap();
+    // The same bytes in every bundle: one blob, one cache entry per node.
+    std::fs::write(deps.join("lib.jar"), b"lib jar bytes").unwrap();
     let templates = cluster.path(&format!("templates-{name}"));
     let mut options = vec![
         "--dry-run",
