@@ -880,16 +880,17 @@ impl Run {
             );
         }
 
+        let hostname: String = self.name.chars().take(63).collect();
         let mut args: Vec<String> = vec![
             "run".into(),
             "--rm".into(),
             "--name".into(),
             podman_name.clone(),
             "--network=host".into(),
-            format!(
-                "--hostname={}",
-                self.name.chars().take(63).collect::<String>()
-            ),
+            format!("--hostname={hostname}"),
+            // A kubelet's /etc/hosts names the pod itself (Java looks its
+            // host name up).
+            format!("--add-host={hostname}:127.0.0.1"),
             // Without both, runc's setrlimit fails here; neither may exceed
             // what this process holds.
             format!("--ulimit=nofile={0}:{0}", open_files_limit()),
