@@ -660,6 +660,10 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
         format!("spark.driver.port={driver_port}"),
         format!("spark.driver.blockManager.port={block_port}"),
         "spark.kubernetes.allocation.batch.delay=200ms".into(),
+        // Spark 4.1+ sends executors to the driver pod's IP; through the
+        // Service instead, they pass the relay that counts what the driver
+        // serves.
+        "spark.kubernetes.executor.useDriverPodIP=false".into(),
     ]
     .into_iter()
     .flat_map(|conf| ["--conf".to_owned(), conf])
@@ -682,16 +686,24 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
 
     // The driver's Service leads executors to a relay in front of the
     // driver (127.0.0.2 is loopback too), which counts what it serves.
-    let services = cluster.kube.client().list(NAMESPACE, "services", None);
-    let service = services
-        .iter()
-        .find_map(|s| {
-            s["metadata"]["name"]
-                .as_str()
-                .filter(|n| n.ends_with("-driver-svc"))
-        })
-        .unwrap_or_else(|| panic!("no driver Service: {services:?}"))
-        .to_owned();
+    // (Spark applies the Service right after creating the pod.)
+    let mut service = None;
+    let applied = wait_until(Duration::from_secs(30), || {
+        service = cluster
+            .kube
+            .client()
+            .list(NAMESPACE, "services", None)
+            .iter()
+            .find_map(|s| {
+                s["metadata"]["name"]
+                    .as_str()
+                    .filter(|n| n.ends_with("-driver-svc"))
+                    .map(str::to_owned)
+            });
+        service.is_some()
+    });
+    assert!(applied, "Spark applied no driver Service");
+    let service = service.unwrap();
     kubelet.route_service(&service, "127.0.0.2");
     let relays: Vec<CountingRelay> = [driver_port, block_port]
         .into_iter()
@@ -720,6 +732,8 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
         .lines()
         .find_map(|l| l.strip_prefix("PLACED: "))
         .unwrap_or_default();
+    let served: u64 = relays.iter().map(CountingRelay::served).sum();
+    eprintln!("the driver served {served} bytes to 2 executors; dep.jar is {JAR} bytes");
     for executor in &executor_outcomes {
         assert!(
             placed.contains(&executor.name),
@@ -745,16 +759,18 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
             executor.name
         );
     }
-    let served: u64 = relays.iter().map(CountingRelay::served).sum();
+
     assert!(
         served < (JAR / 4) as u64,
         "the driver served {served} bytes to executors (the jar is {JAR})"
     );
+    let connections: Vec<u64> = relays
+        .iter()
+        .map(|r| r.connections.load(std::sync::atomic::Ordering::SeqCst))
+        .collect();
     assert!(
-        relays[0]
-            .connections
-            .load(std::sync::atomic::Ordering::SeqCst)
-            >= 2
+        connections[0] >= 2,
+        "executors reached the driver through its Service's relay: {connections:?} connections, {served} bytes served\n{described}"
     );
     let status = wait_child(&mut submit, Duration::from_secs(60));
     assert!(status.success(), "ferry submit: {}", submit.log_text());
