@@ -958,6 +958,11 @@ fn ferry_server_deployment_runs_from_its_image_and_drains_on_sigterm() {
     let server = outcome.container("ferry-server");
     assert_eq!(server.exit_code, Some(0), "{}", outcome.describe());
     assert!(outcome.was_ready);
+    assert!(
+        server.log.contains("pod watch is receiving events"),
+        "the pod watch did not reach the API server: {}",
+        server.log
+    );
 }
 
 fn kubelet_claim_dir(kubelet: &Kubelet, pod: &Pod) -> PathBuf {
