@@ -68,7 +68,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Probe, Volume};
+use k8s_openapi::api::core::v1::{Container, EnvVar, HostPathVolumeSource, Pod, Probe, Volume};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
@@ -733,36 +733,7 @@ impl Run {
                 apply_fs_group(&path, fs_group, true);
                 always_read_only = true;
             } else if let Some(host) = &volume.host_path {
-                let on_node = self.kubelet.host_path(&host.path);
-                match host.type_.as_deref().unwrap_or("") {
-                    "DirectoryOrCreate" | "" => {
-                        if !on_node.exists() {
-                            // The kubelet creates it as itself (root), 0755.
-                            make_dir(&on_node, 0o755);
-                        }
-                    }
-                    "Directory" if !on_node.is_dir() => {
-                        return Err(format!(
-                            "hostPath type check failed: {} is not a directory",
-                            host.path
-                        ));
-                    }
-                    "FileOrCreate" => {
-                        if !on_node.exists() {
-                            std::fs::create_dir_all(on_node.parent().expect("parent"))
-                                .expect("mkdir");
-                            std::fs::write(&on_node, b"").expect("create hostPath file");
-                            set_mode(&on_node, 0o644);
-                        }
-                    }
-                    "File" if !on_node.is_file() => {
-                        return Err(format!(
-                            "hostPath type check failed: {} is not a file",
-                            host.path
-                        ));
-                    }
-                    _ => {}
-                }
+                let on_node = self.make_host_path(host)?;
                 made.insert(
                     volume.name.clone(),
                     MadeVolume {
@@ -800,6 +771,35 @@ impl Run {
             );
         }
         Ok(made)
+    }
+
+    /// A hostPath on this node, checked or created by its `type` as a
+    /// kubelet does (creating as itself: root, 0755 for a folder).
+    fn make_host_path(&self, host: &HostPathVolumeSource) -> Result<PathBuf, String> {
+        let on_node = self.kubelet.host_path(&host.path);
+        let exists = on_node.exists();
+        match host.type_.as_deref().unwrap_or("") {
+            "DirectoryOrCreate" | "" if !exists => make_dir(&on_node, 0o755),
+            "FileOrCreate" if !exists => {
+                std::fs::create_dir_all(on_node.parent().expect("parent")).expect("mkdir");
+                std::fs::write(&on_node, b"").expect("create hostPath file");
+                set_mode(&on_node, 0o644);
+            }
+            "Directory" if !on_node.is_dir() => {
+                return Err(format!(
+                    "hostPath type check failed: {} is not a directory",
+                    host.path
+                ));
+            }
+            "File" if !on_node.is_file() => {
+                return Err(format!(
+                    "hostPath type check failed: {} is not a file",
+                    host.path
+                ));
+            }
+            _ => {}
+        }
+        Ok(on_node)
     }
 
     /// The API's `plural/name` in the pod's namespace, waited for as a

@@ -49,7 +49,6 @@ fn assert_no_uploads_left(server: &FerryServer) {
     );
 }
 
-/// Sends a PUT whose body stops after `sent` of `declared` bytes.
 // ---- the storage contract, run against each backend -------------------
 
 fn blob_round_trip_and_dedup(server: &FerryServer) {
