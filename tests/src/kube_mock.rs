@@ -119,10 +119,6 @@ impl KubeMock {
         self.version.fetch_add(1, Ordering::Relaxed).to_string()
     }
 
-    fn pods_url(&self, namespace: &str) -> String {
-        format!("{}/api/v1/namespaces/{namespace}/pods", self.url)
-    }
-
     /// Creates a pod with these labels and `status.phase`.
     pub fn create_pod(&self, namespace: &str, name: &str, labels: &[(&str, &str)], phase: &str) {
         let labels: serde_json::Map<String, Value> = labels
@@ -141,18 +137,7 @@ impl KubeMock {
             "spec": {"containers": [{"name": "main", "image": "example"}]},
             "status": {"phase": phase},
         });
-        let response = self
-            .http
-            .post(self.pods_url(namespace))
-            .json(&pod)
-            .send()
-            .expect("POST pod to kmock");
-        assert!(
-            response.status().is_success(),
-            "kmock create pod: {} {:?}",
-            response.status(),
-            response.text()
-        );
+        self.client().create(namespace, "pods", &pod);
     }
 
     /// Changes a pod's `status.phase` (a MODIFIED event).
@@ -161,34 +146,14 @@ impl KubeMock {
             "metadata": {"resourceVersion": self.next_version()},
             "status": {"phase": phase},
         });
-        let response = self
-            .http
-            .patch(format!("{}/{name}", self.pods_url(namespace)))
-            .header("content-type", "application/merge-patch+json")
-            .body(patch.to_string())
-            .send()
-            .expect("PATCH pod on kmock");
-        assert!(
-            response.status().is_success(),
-            "kmock patch pod: {} {:?}",
-            response.status(),
-            response.text()
-        );
+        let path = Self::path(namespace, "pods", name);
+        assert!(self.client().merge_patch(&path, &patch), "no pod {path}");
     }
 
     /// Deletes a pod (a DELETED event).
     pub fn delete_pod(&self, namespace: &str, name: &str) {
-        let response = self
-            .http
-            .delete(format!("{}/{name}", self.pods_url(namespace)))
-            .send()
-            .expect("DELETE pod on kmock");
-        assert!(
-            response.status().is_success(),
-            "kmock delete pod: {} {:?}",
-            response.status(),
-            response.text()
-        );
+        let path = Self::path(namespace, "pods", name);
+        assert!(self.client().delete(&path), "no pod {path}");
     }
 
     /// A client for this server's REST API (cheap to clone, for threads).
@@ -206,16 +171,9 @@ impl KubeMock {
 
     /// The pods kmock lists in `namespace` (to check the fake itself).
     pub fn pod_names(&self, namespace: &str) -> Vec<String> {
-        let list: Value = self
-            .http
-            .get(self.pods_url(namespace))
-            .send()
-            .and_then(|r| r.json())
-            .expect("list pods on kmock");
-        list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        self.client()
+            .list(namespace, "pods", None)
+            .iter()
             .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
             .collect()
     }
@@ -240,78 +198,65 @@ impl KubeClient {
         }
     }
 
-    /// GETs an API path; `None` when the object does not exist.
-    pub fn get(&self, path: &str) -> Option<Value> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.url))
+    /// Sends `request` (`what` names it in messages): the answer's JSON, or
+    /// `None` for 404; any other failure panics with the fake's answer.
+    fn send(&self, what: &str, request: reqwest::blocking::RequestBuilder) -> Option<Value> {
+        let response = request
             .send()
-            .unwrap_or_else(|e| panic!("GET {path} on kmock: {e}"));
-        if response.status() == 404 {
+            .unwrap_or_else(|e| panic!("{what} on kmock: {e}"));
+        let status = response.status();
+        if status == 404 {
             return None;
         }
-        assert!(
-            response.status().is_success(),
-            "kmock GET {path}: {}",
-            response.status()
-        );
-        Some(response.json().expect("kmock answers JSON"))
+        let body = response.text().unwrap_or_default();
+        assert!(status.is_success(), "kmock {what}: {status} {body}");
+        Some(serde_json::from_str(&body).unwrap_or_else(|e| panic!("kmock {what}: {e}: {body}")))
+    }
+
+    /// GETs an API path; `None` when the object does not exist.
+    pub fn get(&self, path: &str) -> Option<Value> {
+        let url = format!("{}{path}", self.url);
+        self.send(&format!("GET {path}"), self.http.get(url))
     }
 
     /// The objects of a namespaced core collection, optionally by label
     /// selector (as `kubectl get -l` sends it).
     pub fn list(&self, namespace: &str, plural: &str, selector: Option<&str>) -> Vec<Value> {
-        let mut request =
-            self.http
-                .get(format!("{}{}", self.url, Self::path(namespace, plural, "")));
+        let path = Self::path(namespace, plural, "");
+        let mut request = self.http.get(format!("{}{path}", self.url));
         if let Some(selector) = selector {
             request = request.query(&[("labelSelector", selector)]);
         }
-        let list: Value = request
-            .send()
-            .and_then(|r| r.json())
-            .unwrap_or_else(|e| panic!("list {namespace}/{plural} on kmock: {e}"));
+        let list = self
+            .send(&format!("list {path}"), request)
+            .unwrap_or_default();
         list["items"].as_array().cloned().unwrap_or_default()
     }
 
     /// Creates an object in a namespaced core collection and returns it as
     /// stored (with the version, uid and timestamp the fake assigns).
     pub fn create(&self, namespace: &str, plural: &str, object: &Value) -> Value {
-        let response = self
-            .http
-            .post(format!("{}{}", self.url, Self::path(namespace, plural, "")))
-            .json(object)
-            .send()
-            .unwrap_or_else(|e| panic!("POST {namespace}/{plural} to kmock: {e}"));
-        assert!(
-            response.status().is_success(),
-            "kmock create {namespace}/{plural}: {} {:?}",
-            response.status(),
-            response.text()
-        );
-        response.json().expect("kmock answers JSON")
+        let path = Self::path(namespace, plural, "");
+        let request = self.http.post(format!("{}{path}", self.url)).json(object);
+        self.send(&format!("POST {path}"), request)
+            .unwrap_or_else(|| panic!("kmock POST {path}: 404"))
     }
 
     /// Applies a JSON merge patch to the object at `path`, as a kubelet
     /// patches pod status; false when the object is gone.
     pub fn merge_patch(&self, path: &str, patch: &Value) -> bool {
-        let response = self
+        let request = self
             .http
             .patch(format!("{}{path}", self.url))
             .header("content-type", "application/merge-patch+json")
-            .body(patch.to_string())
-            .send()
-            .unwrap_or_else(|e| panic!("PATCH {path} on kmock: {e}"));
-        if response.status() == 404 {
-            return false;
-        }
-        assert!(
-            response.status().is_success(),
-            "kmock patch {path}: {} {:?}",
-            response.status(),
-            response.text()
-        );
-        true
+            .body(patch.to_string());
+        self.send(&format!("PATCH {path}"), request).is_some()
+    }
+
+    /// Deletes the object at `path`; false when it was not there.
+    pub fn delete(&self, path: &str) -> bool {
+        let request = self.http.delete(format!("{}{path}", self.url));
+        self.send(&format!("DELETE {path}"), request).is_some()
     }
 }
 

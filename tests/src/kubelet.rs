@@ -68,7 +68,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::{Container, EnvVar, HostPathVolumeSource, Pod, Probe, Volume};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, HostPathVolumeSource, KeyToPath, Pod, Probe, Volume,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
@@ -686,91 +688,67 @@ impl Run {
     }
 
     fn make_volumes(&self, volumes: &[Volume]) -> Result<BTreeMap<String, MadeVolume>, String> {
-        let mut made = BTreeMap::new();
-        for volume in volumes {
-            let path = self.dir.join("volumes").join(&volume.name);
-            let fs_group = self.fs_group();
-            let mut always_read_only = false;
-            if volume.empty_dir.is_some() {
-                make_dir(&path, 0o777);
-                apply_fs_group(&path, fs_group, false);
-            } else if let Some(secret) = &volume.secret {
-                let name = secret.secret_name.clone().unwrap_or_default();
-                let object = self.wait_for("secrets", &name, secret.optional == Some(true))?;
-                let data = decode_all(object.as_ref().and_then(|o| o["data"].as_object()));
-                let items = secret.items.clone().unwrap_or_default().into_iter();
-                let items = items.map(|i| (i.key, i.path, i.mode)).collect();
-                write_projection(&path, &data, items, secret.default_mode.unwrap_or(0o644))?;
-                apply_fs_group(&path, fs_group, true);
-                always_read_only = true;
-            } else if let Some(config_map) = &volume.config_map {
-                let name = config_map.name.clone();
-                let object =
-                    self.wait_for("configmaps", &name, config_map.optional == Some(true))?;
-                let mut data: BTreeMap<String, Vec<u8>> = object
-                    .as_ref()
-                    .and_then(|o| o["data"].as_object())
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            v.as_str().unwrap_or_default().as_bytes().to_vec(),
-                        )
-                    })
-                    .collect();
-                data.extend(decode_all(
-                    object.as_ref().and_then(|o| o["binaryData"].as_object()),
-                ));
-                let items = config_map.items.clone().unwrap_or_default().into_iter();
-                let items = items.map(|i| (i.key, i.path, i.mode)).collect();
-                write_projection(
-                    &path,
-                    &data,
-                    items,
-                    config_map.default_mode.unwrap_or(0o644),
-                )?;
-                apply_fs_group(&path, fs_group, true);
-                always_read_only = true;
-            } else if let Some(host) = &volume.host_path {
-                let on_node = self.make_host_path(host)?;
-                made.insert(
-                    volume.name.clone(),
-                    MadeVolume {
-                        path: on_node,
-                        always_read_only,
-                    },
-                );
-                continue;
-            } else if let Some(claim) = &volume.persistent_volume_claim {
-                let on_node = self.kubelet.claim_path(&claim.claim_name);
-                if !on_node.exists() {
-                    make_dir(&on_node, 0o755);
-                }
-                apply_fs_group(&on_node, fs_group, false);
-                made.insert(
-                    volume.name.clone(),
-                    MadeVolume {
-                        path: on_node,
-                        always_read_only,
-                    },
-                );
-                continue;
-            } else {
-                return Err(format!(
-                    "volume {}: only emptyDir, secret, configMap, hostPath and persistentVolumeClaim are made by this stand-in",
-                    volume.name
-                ));
-            }
-            made.insert(
-                volume.name.clone(),
-                MadeVolume {
-                    path,
-                    always_read_only,
-                },
-            );
+        volumes
+            .iter()
+            .map(|volume| Ok((volume.name.clone(), self.make_volume(volume)?)))
+            .collect()
+    }
+
+    fn make_volume(&self, volume: &Volume) -> Result<MadeVolume, String> {
+        let folder = self.dir.join("volumes").join(&volume.name);
+        let fs_group = self.fs_group();
+        let made = |path: PathBuf, always_read_only: bool| {
+            Ok(MadeVolume {
+                path,
+                always_read_only,
+            })
+        };
+        if volume.empty_dir.is_some() {
+            make_dir(&folder, 0o777);
+            apply_fs_group(&folder, fs_group, false);
+            return made(folder, false);
         }
-        Ok(made)
+        if let Some(secret) = &volume.secret {
+            let name = secret.secret_name.as_deref().unwrap_or_default();
+            let object = self.wait_for("secrets", name, secret.optional == Some(true))?;
+            let data = decode_all(object.as_ref().and_then(|o| o["data"].as_object()));
+            let items = key_paths(secret.items.as_deref());
+            write_projection(&folder, &data, items, secret.default_mode)?;
+            apply_fs_group(&folder, fs_group, true);
+            return made(folder, true);
+        }
+        if let Some(config_map) = &volume.config_map {
+            let optional = config_map.optional == Some(true);
+            let object = self.wait_for("configmaps", &config_map.name, optional)?;
+            let text = object.as_ref().and_then(|o| o["data"].as_object());
+            let mut data: BTreeMap<String, Vec<u8>> = text
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().into()))
+                .collect();
+            data.extend(decode_all(
+                object.as_ref().and_then(|o| o["binaryData"].as_object()),
+            ));
+            let items = key_paths(config_map.items.as_deref());
+            write_projection(&folder, &data, items, config_map.default_mode)?;
+            apply_fs_group(&folder, fs_group, true);
+            return made(folder, true);
+        }
+        if let Some(host) = &volume.host_path {
+            return made(self.make_host_path(host)?, false);
+        }
+        if let Some(claim) = &volume.persistent_volume_claim {
+            let path = self.kubelet.claim_path(&claim.claim_name);
+            if !path.exists() {
+                make_dir(&path, 0o755);
+            }
+            apply_fs_group(&path, fs_group, false);
+            return made(path, false);
+        }
+        Err(format!(
+            "volume {}: only emptyDir, secret, configMap, hostPath and persistentVolumeClaim are made by this stand-in",
+            volume.name
+        ))
     }
 
     /// A hostPath on this node, checked or created by its `type` as a
@@ -1263,14 +1241,24 @@ fn decode_all(data: Option<&serde_json::Map<String, Value>>) -> BTreeMap<String,
         .collect()
 }
 
+/// A volume's `items` as (key, path, mode).
+fn key_paths(items: Option<&[KeyToPath]>) -> Vec<(String, String, Option<i32>)> {
+    items
+        .unwrap_or_default()
+        .iter()
+        .map(|i| (i.key.clone(), i.path.clone(), i.mode))
+        .collect()
+}
+
 /// Writes a Secret's or ConfigMap's keys as files (all of them, or the
-/// listed `items` at their paths), each with its mode.
+/// listed `items` at their paths), each with its mode (default 0644).
 fn write_projection(
     dir: &Path,
     data: &BTreeMap<String, Vec<u8>>,
     items: Vec<(String, String, Option<i32>)>,
-    default_mode: i32,
+    default_mode: Option<i32>,
 ) -> Result<(), String> {
+    let default_mode = default_mode.unwrap_or(0o644);
     make_dir(dir, 0o755);
     let files: Vec<(String, String, i32)> = if items.is_empty() {
         data.keys()

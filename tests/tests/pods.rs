@@ -104,6 +104,20 @@ impl Cluster {
         command
     }
 
+    /// Starts `ferry submit -- spark-submit --deploy-mode cluster ...` for
+    /// the job in `job` (`extra` spark-submit options) and returns it
+    /// running, with the driver pod Spark created in the API.
+    fn submit_spark(&self, spark: &SparkHome, job: &Path, extra: &[String]) -> (Child, Pod) {
+        let args = spark_submit_args(spark, &self.kube, job, extra);
+        let options = ["--namespace", NAMESPACE, "--pod-server", &self.server.url];
+        let command = self.ferry_submit(&options, &args, Some(spark));
+        let submit = Child::spawn("ferry submit", command, self.path("submit.log"));
+        let driver = self
+            .wait_for_pods("spark-role=driver", 1, Duration::from_secs(120))
+            .remove(0);
+        (submit, driver)
+    }
+
     /// Pods in the API with this label selector, once there are `count`.
     fn wait_for_pods(&self, selector: &str, count: usize, limit: Duration) -> Vec<Pod> {
         let mut found = Vec::new();
@@ -276,6 +290,21 @@ fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 
 fn assert_pod_ok(outcome: &PodOutcome) {
     assert!(outcome.succeeded(), "{}", outcome.describe());
+}
+
+/// Asserts that container `name` (init or main) of `outcome` logged `needle`.
+fn assert_logged(outcome: &PodOutcome, name: &str, needle: &str) {
+    let log = outcome
+        .init
+        .iter()
+        .chain(&outcome.containers)
+        .find(|c| c.name == name)
+        .map_or("", |c| c.log.as_str());
+    assert!(
+        log.contains(needle),
+        "{name} did not log {needle:?}:\n{}",
+        outcome.describe()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -535,22 +564,7 @@ fn spark_cluster_mode_driver_pod_runs_with_ferry_init_from_the_image() {
         .clone()
         .with_image(spark_image::IMAGE, stand_in.clone());
 
-    let args = spark_submit_args(&spark, &cluster.kube, &job, &[]);
-    let command = cluster.ferry_submit(
-        &[
-            "--namespace",
-            NAMESPACE,
-            "--pod-server",
-            &cluster.server.url,
-        ],
-        &args,
-        Some(&spark),
-    );
-    let mut submit = Child::spawn("ferry submit", command, cluster.path("submit.log"));
-
-    let driver = cluster
-        .wait_for_pods("spark-role=driver", 1, Duration::from_secs(120))
-        .remove(0);
+    let (mut submit, driver) = cluster.submit_spark(&spark, &job, &[]);
     let outcome = kubelet.run_pod(&driver, Duration::from_secs(240));
     assert_pod_ok(&outcome);
     let init = outcome.init("ferry-init");
@@ -668,21 +682,7 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
     .into_iter()
     .flat_map(|conf| ["--conf".to_owned(), conf])
     .collect();
-    let args = spark_submit_args(&spark, &cluster.kube, &job, &extra);
-    let command = cluster.ferry_submit(
-        &[
-            "--namespace",
-            NAMESPACE,
-            "--pod-server",
-            &cluster.server.url,
-        ],
-        &args,
-        Some(&spark),
-    );
-    let mut submit = Child::spawn("ferry submit", command, cluster.path("submit.log"));
-    let driver = cluster
-        .wait_for_pods("spark-role=driver", 1, Duration::from_secs(120))
-        .remove(0);
+    let (mut submit, driver) = cluster.submit_spark(&spark, &job, &extra);
 
     // The driver's Service leads executors to a relay in front of the
     // driver (127.0.0.2 is loopback too), which counts what it serves.
@@ -1057,13 +1057,20 @@ fn template_pod(cluster: &Cluster, name: &str, submit: &[&str]) -> (Pod, Value) 
     (serde_json::from_value(stored).unwrap(), secret)
 }
 
-/// A stand-in image with only `ls` and friends: the host's file system.
-fn lister() -> StandInImage {
-    StandInImage {
+/// A cluster for ferry-init in pods whose main container only lists what
+/// landed: the host's `ls` standing in for the Spark image.
+fn lister_cluster() -> Option<(Cluster, Kubelet)> {
+    let cluster = Cluster::start(&["ferry-init"])?;
+    let lister = StandInImage {
         entrypoint: vec!["ls".into()],
         user: Some("185:185".into()),
         ..Default::default()
-    }
+    };
+    let kubelet = cluster
+        .kubelet
+        .clone()
+        .with_image(spark_image::IMAGE, lister);
+    Some((cluster, kubelet))
 }
 
 /// A ferry-init that fails names every failed item in its termination
@@ -1072,13 +1079,9 @@ fn lister() -> StandInImage {
 /// generated templates ask for `FallbackToLogsOnError`.
 #[test]
 fn a_failed_fetch_is_the_pods_termination_message() {
-    let Some(cluster) = Cluster::start(&["ferry-init"]) else {
+    let Some((cluster, kubelet)) = lister_cluster() else {
         return;
     };
-    let kubelet = cluster
-        .kubelet
-        .clone()
-        .with_image(spark_image::IMAGE, lister());
     let (pod, secret) = template_pod(&cluster, "bad-token", &[]);
     let init = &pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
     assert_eq!(
@@ -1126,13 +1129,9 @@ fn a_failed_fetch_is_the_pods_termination_message() {
 /// names the fix.
 #[test]
 fn the_node_cache_hostpath_works_as_the_kubelet_creates_it() {
-    let Some(cluster) = Cluster::start(&["ferry-init"]) else {
+    let Some((cluster, kubelet)) = lister_cluster() else {
         return;
     };
-    let kubelet = cluster
-        .kubelet
-        .clone()
-        .with_image(spark_image::IMAGE, lister());
     let cache = kubelet.host_path("/var/cache/ferry");
 
     // Without the setup step, on a fresh node: a clear refusal.
@@ -1173,26 +1172,15 @@ fn the_node_cache_hostpath_works_as_the_kubelet_creates_it() {
     );
 
     // With it: the first pod fetches into the cache, the second links.
-    let (first, _) = template_pod(
-        &cluster,
-        "cache-first",
-        &["--node-cache", "/var/cache/ferry"],
-    );
-    let outcome = kubelet.run_pod(&first, Duration::from_secs(60));
-    assert_pod_ok(&outcome);
-    assert!(
+    let with_cache = |name: &str| {
+        let (pod, _) = template_pod(&cluster, name, &["--node-cache", "/var/cache/ferry"]);
+        let outcome = kubelet.run_pod(&pod, Duration::from_secs(60));
+        assert_pod_ok(&outcome);
         outcome
-            .init("ferry-cache-setup")
-            .log
-            .contains("belongs to 65532:65532"),
-        "{}",
-        outcome.describe()
-    );
-    assert!(
-        outcome.init("ferry-init").log.contains("1 fetched"),
-        "{}",
-        outcome.describe()
-    );
+    };
+    let first = with_cache("cache-first");
+    assert_logged(&first, "ferry-cache-setup", "belongs to 65532:65532");
+    assert_logged(&first, "ferry-init", "1 fetched");
     let meta = std::fs::metadata(&cache).unwrap();
     assert_eq!(
         (meta.uid(), meta.gid(), meta.mode() & 0o7777),
@@ -1200,31 +1188,10 @@ fn the_node_cache_hostpath_works_as_the_kubelet_creates_it() {
     );
     let cached = walk_files(&cache.join("sha256"));
     assert_eq!(cached.len(), 1, "{cached:?}");
-    let (second, _) = template_pod(
-        &cluster,
-        "cache-second",
-        &["--node-cache", "/var/cache/ferry"],
-    );
-    let outcome = kubelet.run_pod(&second, Duration::from_secs(60));
-    assert_pod_ok(&outcome);
-    assert!(
-        outcome
-            .init("ferry-cache-setup")
-            .log
-            .contains("already belongs"),
-        "{}",
-        outcome.describe()
-    );
-    assert!(
-        outcome.init("ferry-init").log.contains("1 from cache"),
-        "{}",
-        outcome.describe()
-    );
-    assert!(
-        outcome.containers[0].log.contains("lib.jar"),
-        "{}",
-        outcome.describe()
-    );
+    let second = with_cache("cache-second");
+    assert_logged(&second, "ferry-cache-setup", "already belongs");
+    assert_logged(&second, "ferry-init", "1 from cache");
+    assert_logged(&second, "spark-kubernetes-driver", "lib.jar");
 }
 
 /// ferry-init in its image with no CA bundle at all (the file hidden by an
@@ -1237,13 +1204,9 @@ fn the_node_cache_hostpath_works_as_the_kubelet_creates_it() {
 /// not affected; this test keeps the finding honest.
 #[test]
 fn ferry_init_without_a_ca_bundle_still_fetches_plain_http() {
-    let Some(cluster) = Cluster::start(&["ferry-init"]) else {
+    let Some((cluster, kubelet)) = lister_cluster() else {
         return;
     };
-    let kubelet = cluster
-        .kubelet
-        .clone()
-        .with_image(spark_image::IMAGE, lister());
     let (mut pod, _) = template_pod(&cluster, "no-ca", &[]);
     let spec = pod.spec.as_mut().unwrap();
     spec.volumes
