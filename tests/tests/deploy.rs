@@ -1089,6 +1089,15 @@ fn spark_templates_match_the_clients_and_their_init_args_fetch_a_staged_bundle()
         let init = &inits[0];
         assert_eq!(init.name, generated_init.name, "{role}");
         assert_eq!(
+            init.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError"),
+            "{role}: kubectl describe shows why ferry-init failed"
+        );
+        assert_eq!(
+            init.termination_message_policy, generated_init.termination_message_policy,
+            "{role}"
+        );
+        assert_eq!(
             init.image, generated_init.image,
             "{role}: the client's default image"
         );
