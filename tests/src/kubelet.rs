@@ -291,7 +291,9 @@ impl Drop for RunningPod {
 
 /// Pods [`Kubelet::serve`] runs as they appear.
 pub struct Serving {
-    stop: Arc<AtomicBool>,
+    /// Set by [`Serving::stop`]: how long the started pods may still run,
+    /// in milliseconds (`u64::MAX` while serving).
+    grace: Arc<AtomicU64>,
     thread: Option<JoinHandle<Vec<PodOutcome>>>,
 }
 
@@ -300,12 +302,9 @@ impl Serving {
     /// when their containers do, or when they are deleted), kills the rest,
     /// and returns every outcome.
     pub fn stop(mut self, limit: Duration) -> Vec<PodOutcome> {
-        self.stop.store(true, Ordering::SeqCst);
+        let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX - 1);
+        self.grace.store(millis, Ordering::SeqCst);
         let thread = self.thread.take().expect("stopped once");
-        let deadline = Instant::now() + limit;
-        while !thread.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
         thread
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -314,12 +313,14 @@ impl Serving {
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        // Dropped without stop(): the pods are killed right away.
+        self.grace.store(0, Ordering::SeqCst);
     }
 }
 
 impl Kubelet {
     pub fn new(api: KubeClient, podman: Podman) -> Self {
+        remove_orphans(&podman);
         Self {
             inner: Arc::new(Inner {
                 api,
@@ -436,14 +437,14 @@ impl Kubelet {
     /// Watches `namespace` (every 200 ms) and runs each new pod whose labels
     /// match `selector` (`k=v,...`), until [`Serving::stop`].
     pub fn serve(&self, namespace: &str, selector: &str) -> Serving {
-        let stop = Arc::new(AtomicBool::new(false));
+        let grace = Arc::new(AtomicU64::new(u64::MAX));
         let kubelet = self.clone();
         let (namespace, selector) = (namespace.to_owned(), selector.to_owned());
-        let stopping = stop.clone();
+        let stopping = grace.clone();
         let thread = std::thread::spawn(move || {
             let mut seen = BTreeSet::new();
             let mut running: Vec<RunningPod> = Vec::new();
-            while !stopping.load(Ordering::SeqCst) {
+            while stopping.load(Ordering::SeqCst) == u64::MAX {
                 for value in kubelet.inner.api.list(&namespace, "pods", Some(&selector)) {
                     let pod: Pod = serde_json::from_value(value).expect("pod parses");
                     let Some(uid) = pod.metadata.uid.clone() else {
@@ -455,13 +456,14 @@ impl Kubelet {
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
+            let deadline = Instant::now() + Duration::from_millis(stopping.load(Ordering::SeqCst));
             running
                 .into_iter()
-                .map(|pod| pod.wait(Duration::from_secs(30)))
+                .map(|pod| pod.wait(deadline.saturating_duration_since(Instant::now())))
                 .collect()
         });
         Serving {
-            stop,
+            grace,
             thread: Some(thread),
         }
     }
@@ -826,7 +828,8 @@ impl Run {
             );
         }
         let podman_name = format!(
-            "kubelet-{}-{}-{}",
+            "{}{}-{}-{}",
+            name_prefix(),
             self.name.chars().take(40).collect::<String>(),
             container.name,
             inner.next.fetch_add(1, Ordering::Relaxed)
@@ -1195,6 +1198,34 @@ impl Run {
                 "couldn't find key {key} in {plural} {}/{name}",
                 self.namespace
             )),
+        }
+    }
+}
+
+/// Container names start with `kubelet-<pid of this test process>-`.
+fn name_prefix() -> String {
+    format!("kubelet-{}-", std::process::id())
+}
+
+/// Removes containers a test process that is gone left running (killed by
+/// a test timeout before it could stop them): their names carry its pid.
+fn remove_orphans(podman: &Podman) {
+    let Ok(output) = podman
+        .command()
+        .args(["ps", "--all", "--format", "{{.Names}}"])
+        .output()
+    else {
+        return;
+    };
+    for name in String::from_utf8_lossy(&output.stdout).lines() {
+        let owner = name
+            .strip_prefix("kubelet-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = owner
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            podman.remove(name);
         }
     }
 }
