@@ -69,7 +69,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, HostPathVolumeSource, KeyToPath, Pod, Probe, Volume,
+    Container, EnvVar, HostPathVolumeSource, KeyToPath, Pod, PodSpec, Probe, Volume,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
@@ -508,7 +508,6 @@ impl Run {
     fn run(self) -> PodOutcome {
         std::fs::create_dir_all(&self.dir).expect("pod folder");
         let spec = self.pod.spec.clone().unwrap_or_default();
-        let started = now();
         let mut outcome = PodOutcome {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
@@ -517,27 +516,18 @@ impl Run {
             containers: Vec::new(),
             was_ready: false,
         };
-        let waiting_all = |reason: &str, list: &[Container]| -> Vec<Value> {
-            list.iter()
-                .map(|c| {
-                    json!({"name": c.name, "image": c.image, "imageID": "", "ready": false,
-                           "restartCount": 0, "state": {"waiting": {"reason": reason}}})
-                })
-                .collect()
-        };
         let inits = spec.init_containers.clone().unwrap_or_default();
         self.report(json!({
             "phase": "Pending", "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}], "startTime": started,
+            "podIPs": [{"ip": "127.0.0.1"}], "startTime": now(),
             "conditions": conditions(false, false),
-            "initContainerStatuses": waiting_all("PodInitializing", &inits),
-            "containerStatuses": waiting_all("PodInitializing", &spec.containers),
+            "initContainerStatuses": waiting("PodInitializing", &inits),
+            "containerStatuses": waiting("PodInitializing", &spec.containers),
         }));
-
         let volumes = match self.make_volumes(spec.volumes.as_deref().unwrap_or_default()) {
             Ok(volumes) => volumes,
             Err(message) => {
-                let failed = ContainerOutcome {
+                outcome.containers.push(ContainerOutcome {
                     name: spec
                         .containers
                         .first()
@@ -545,37 +535,59 @@ impl Run {
                         .unwrap_or_default(),
                     exit_code: None,
                     reason: "FailedMount".into(),
-                    message,
+                    message: message.clone(),
                     log: String::new(),
-                };
-                outcome.containers.push(failed);
-                self.report(json!({"phase": "Failed", "reason": "FailedMount",
-                                   "message": outcome.containers[0].message}));
+                });
+                self.report(
+                    json!({"phase": "Failed", "reason": "FailedMount", "message": message}),
+                );
                 return outcome;
             }
         };
+        if self.run_inits(&spec, &inits, &volumes, &mut outcome) {
+            self.run_mains(&spec, &volumes, &mut outcome);
+        }
+        outcome
+    }
 
-        let mut init_statuses = Vec::new();
-        for container in &inits {
-            let result = self.run_container(container, &spec, &volumes, "init");
-            init_statuses.push(terminated_status(container, &result));
+    /// Runs the init containers in order; false (the pod `Failed`, as
+    /// reported) at the first that fails.
+    fn run_inits(
+        &self,
+        spec: &PodSpec,
+        inits: &[Container],
+        volumes: &BTreeMap<String, MadeVolume>,
+        outcome: &mut PodOutcome,
+    ) -> bool {
+        let mut statuses = Vec::new();
+        for (i, container) in inits.iter().enumerate() {
+            let result = self.run_container(container, spec, volumes, "init");
+            statuses.push(terminated_status(container, &result));
             let failed = !result.succeeded();
             outcome.init.push(result);
-            let mut rest = waiting_all("PodInitializing", &inits[init_statuses.len()..]);
-            let mut statuses = init_statuses.clone();
-            statuses.append(&mut rest);
+            let mut all = statuses.clone();
+            all.extend(waiting("PodInitializing", &inits[i + 1..]));
             if failed {
                 self.report(json!({
                     "phase": "Failed", "conditions": conditions(false, false),
-                    "initContainerStatuses": statuses,
-                    "containerStatuses": waiting_all("PodInitializing", &spec.containers),
+                    "initContainerStatuses": all,
+                    "containerStatuses": waiting("PodInitializing", &spec.containers),
                 }));
-                return outcome;
+                return false;
             }
-            self.report(json!({"initContainerStatuses": statuses}));
+            self.report(json!({"initContainerStatuses": all}));
         }
+        true
+    }
 
-        // Main containers, all at once.
+    /// Runs every main container at once until all have ended, reporting
+    /// readiness and stopping them when the pod is deleted.
+    fn run_mains(
+        &self,
+        spec: &PodSpec,
+        volumes: &BTreeMap<String, MadeVolume>,
+        outcome: &mut PodOutcome,
+    ) {
         let mains: Vec<(Container, JoinHandle<ContainerOutcome>)> = spec
             .containers
             .iter()
@@ -586,71 +598,7 @@ impl Run {
                 (container.clone(), handle)
             })
             .collect();
-        let running_statuses: Vec<Value> = spec
-            .containers
-            .iter()
-            .map(|c| {
-                json!({"name": c.name, "image": c.image, "imageID": "", "ready": true,
-                       "restartCount": 0, "started": true,
-                       "state": {"running": {"startedAt": now()}}})
-            })
-            .collect();
-        let probes: Vec<(Probe, Container)> = spec
-            .containers
-            .iter()
-            .filter_map(|c| c.readiness_probe.clone().map(|p| (p, c.clone())))
-            .collect();
-        let grace = Duration::from_secs(
-            spec.termination_grace_period_seconds
-                .unwrap_or(30)
-                .try_into()
-                .unwrap_or(30),
-        );
-        let mut ready = false;
-        let mut reported_running = false;
-        let mut terminating_since: Option<Instant> = None;
-        let mut last_api_check = Instant::now();
-        while mains.iter().any(|(_, h)| !h.is_finished()) {
-            // Ready once every container has started and every readiness
-            // probe answers (or there are none).
-            let started = self.state.containers.lock().unwrap().len() == spec.containers.len();
-            let now_ready = started && probes.iter().all(|(p, c)| probe_passes(p, c));
-            if now_ready != ready || (started && !reported_running) {
-                ready = now_ready;
-                outcome.was_ready |= ready;
-                self.state.ready.store(ready, Ordering::SeqCst);
-                reported_running = started;
-                self.report(json!({
-                    "phase": "Running", "conditions": conditions(true, ready),
-                    "containerStatuses": running_statuses,
-                }));
-            }
-            // A pod deleted from the API is stopped, as a kubelet stops it.
-            if last_api_check.elapsed() > Duration::from_millis(500) {
-                last_api_check = Instant::now();
-                let deleted = match self.api().get(&self.pod_path()) {
-                    None => true,
-                    Some(pod) => !pod["metadata"]["deletionTimestamp"].is_null(),
-                };
-                if deleted {
-                    self.state.terminate.store(true, Ordering::SeqCst);
-                }
-            }
-            if self.state.terminate.load(Ordering::SeqCst) {
-                let since = *terminating_since.get_or_insert_with(|| {
-                    for name in self.state.containers.lock().unwrap().iter() {
-                        self.kubelet.inner.podman.signal(name, "TERM");
-                    }
-                    Instant::now()
-                });
-                if since.elapsed() > grace {
-                    for name in self.state.containers.lock().unwrap().iter() {
-                        self.kubelet.inner.podman.kill(name);
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.supervise(spec, &mains, outcome);
         self.state.ready.store(false, Ordering::SeqCst);
         let mut statuses = Vec::new();
         for (container, handle) in mains {
@@ -666,7 +614,77 @@ impl Run {
             "phase": outcome.phase, "conditions": conditions(true, false),
             "containerStatuses": statuses,
         }));
-        outcome
+    }
+
+    /// While the main containers run: Ready once every one has started and
+    /// every readiness probe answers (or there are none); a pod deleted
+    /// from the API (or terminated by the test) gets SIGTERM, then SIGKILL
+    /// after its `terminationGracePeriodSeconds`.
+    fn supervise(
+        &self,
+        spec: &PodSpec,
+        mains: &[(Container, JoinHandle<ContainerOutcome>)],
+        outcome: &mut PodOutcome,
+    ) {
+        let running: Vec<Value> = spec
+            .containers
+            .iter()
+            .map(|c| {
+                json!({"name": c.name, "image": c.image, "imageID": "", "ready": true,
+                       "restartCount": 0, "started": true,
+                       "state": {"running": {"startedAt": now()}}})
+            })
+            .collect();
+        let probes: Vec<(&Probe, &Container)> = spec
+            .containers
+            .iter()
+            .filter_map(|c| c.readiness_probe.as_ref().map(|p| (p, c)))
+            .collect();
+        let grace_seconds = spec.termination_grace_period_seconds.unwrap_or(30);
+        let grace = Duration::from_secs(grace_seconds.try_into().unwrap_or(30));
+        let (mut ready, mut reported) = (false, false);
+        let mut terminating_since: Option<Instant> = None;
+        let mut last_api_check = Instant::now();
+        while mains.iter().any(|(_, h)| !h.is_finished()) {
+            let started = self.state.containers.lock().unwrap().len() == spec.containers.len();
+            let now_ready = started && probes.iter().all(|(p, c)| probe_passes(p, c));
+            if now_ready != ready || (started && !reported) {
+                ready = now_ready;
+                reported = started;
+                outcome.was_ready |= ready;
+                self.state.ready.store(ready, Ordering::SeqCst);
+                self.report(json!({
+                    "phase": "Running", "conditions": conditions(true, ready),
+                    "containerStatuses": running,
+                }));
+            }
+            if last_api_check.elapsed() > Duration::from_millis(500) {
+                last_api_check = Instant::now();
+                let deleted = self
+                    .api()
+                    .get(&self.pod_path())
+                    .is_none_or(|pod| !pod["metadata"]["deletionTimestamp"].is_null());
+                if deleted {
+                    self.state.terminate.store(true, Ordering::SeqCst);
+                }
+            }
+            if self.state.terminate.load(Ordering::SeqCst) {
+                let since = *terminating_since.get_or_insert_with(|| {
+                    self.signal_mains("TERM");
+                    Instant::now()
+                });
+                if since.elapsed() > grace {
+                    self.signal_mains("KILL");
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn signal_mains(&self, signal: &str) {
+        for name in self.state.containers.lock().unwrap().iter() {
+            self.kubelet.inner.podman.signal(name, signal);
+        }
     }
 
     fn clone_for_thread(&self) -> Run {
@@ -807,11 +825,11 @@ impl Run {
     fn run_container(
         &self,
         container: &Container,
-        spec: &k8s_openapi::api::core::v1::PodSpec,
+        spec: &PodSpec,
         volumes: &BTreeMap<String, MadeVolume>,
         kind: &str,
     ) -> ContainerOutcome {
-        let config = |reason: &str, message: String| ContainerOutcome {
+        let not_started = |reason: &str, message: String| ContainerOutcome {
             name: container.name.clone(),
             exit_code: None,
             reason: reason.into(),
@@ -822,11 +840,15 @@ impl Run {
         let inner = &self.kubelet.inner;
         let stand_in = inner.images.lock().unwrap().get(&image).cloned();
         if stand_in.is_none() && !(is_ferry_image(&image) && inner.podman.image_exists(&image)) {
-            return config(
+            return not_started(
                 "ErrImageNeverPull",
                 format!("image {image:?} is neither built here nor registered as a stand-in"),
             );
         }
+        let env = match self.container_env(container, stand_in.as_ref()) {
+            Ok(env) => env,
+            Err(message) => return not_started("CreateContainerConfigError", message),
+        };
         let podman_name = format!(
             "{}{}-{}-{}",
             name_prefix(),
@@ -834,206 +856,40 @@ impl Run {
             container.name,
             inner.next.fetch_add(1, Ordering::Relaxed)
         );
-        let env = match self.container_env(container, stand_in.as_ref()) {
-            Ok(env) => env,
-            Err(message) => return config("CreateContainerConfigError", message),
-        };
+        let dir = self.dir.join("containers").join(&podman_name);
+        make_dir(&dir, 0o755);
 
-        let pod_security = spec.security_context.clone().unwrap_or_default();
-        let security = container.security_context.clone().unwrap_or_default();
-        let image_user = match &stand_in {
-            Some(s) => s.user.clone().unwrap_or_default(),
-            None => inner.podman.inspect_image(&image)["Config"]["User"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        };
-        let run_as_user = security.run_as_user.or(pod_security.run_as_user);
-        let run_as_group = security.run_as_group.or(pod_security.run_as_group);
-        let effective_uid = run_as_user
-            .map(|u| u.to_string())
-            .unwrap_or_else(|| image_user.split(':').next().unwrap_or_default().to_owned());
-        let non_root = security.run_as_non_root.or(pod_security.run_as_non_root) == Some(true);
-        if non_root && matches!(effective_uid.as_str(), "" | "0" | "root") {
-            return config(
-                "CreateContainerConfigError",
-                "container has runAsNonRoot and image will run as root".into(),
-            );
+        let mut args = self.pod_args(&podman_name);
+        let configured = self
+            .security_args(container, spec, &image, stand_in.as_ref())
+            .and_then(|security| {
+                args.extend(security);
+                mount_args(container, volumes)
+            });
+        match configured {
+            Ok(mounts) => args.extend(mounts),
+            Err(message) => return not_started("CreateContainerConfigError", message),
         }
-
-        let hostname: String = self.name.chars().take(63).collect();
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "--rm".into(),
-            "--name".into(),
-            podman_name.clone(),
-            "--network=host".into(),
-            format!("--hostname={hostname}"),
-            // A kubelet's /etc/hosts names the pod itself (Java looks its
-            // host name up).
-            format!("--add-host={hostname}:127.0.0.1"),
-            // Without both, runc's setrlimit fails here; neither may exceed
-            // what this process holds.
-            format!("--ulimit=nofile={0}:{0}", open_files_limit()),
-            "--ulimit=nproc=4096:4096".into(),
-            "--log-driver=none".into(),
-        ];
-        match (run_as_user, run_as_group) {
-            (Some(u), Some(g)) => args.push(format!("--user={u}:{g}")),
-            (Some(u), None) => args.push(format!("--user={u}")),
-            (None, Some(g)) => {
-                let uid = image_user
-                    .split(':')
-                    .next()
-                    .filter(|u| !u.is_empty())
-                    .unwrap_or("0");
-                args.push(format!("--user={uid}:{g}"));
-            }
-            (None, None) => {
-                if let Some(user) = stand_in.as_ref().and_then(|s| s.user.clone()) {
-                    args.push(format!("--user={user}"));
-                }
-            }
-        }
-        let groups = pod_security
-            .fs_group
-            .into_iter()
-            .chain(pod_security.supplemental_groups.into_iter().flatten());
-        for group in groups {
-            args.push(format!("--group-add={group}"));
-        }
-        if security.read_only_root_filesystem == Some(true) {
-            args.push("--read-only".into());
-            // A pod's read-only root has no writable /tmp or /run unless a
-            // volume is mounted there; podman would add tmpfs mounts.
-            args.push("--read-only-tmpfs=false".into());
-        }
-        if security.allow_privilege_escalation == Some(false) {
-            args.push("--security-opt=no-new-privileges".into());
-        }
-        if let Some(capabilities) = &security.capabilities {
-            for cap in capabilities.drop.iter().flatten() {
-                args.push(format!("--cap-drop={cap}"));
-            }
-            for cap in capabilities.add.iter().flatten() {
-                args.push(format!("--cap-add={cap}"));
-            }
-        }
-        for service in self.api().list(&self.namespace, "services", None) {
-            if let Some(svc) = service["metadata"]["name"].as_str() {
-                let ns = &self.namespace;
-                let ip = inner
-                    .routes
-                    .lock()
-                    .unwrap()
-                    .get(svc)
-                    .cloned()
-                    .unwrap_or_else(|| "127.0.0.1".into());
-                for host in [
-                    svc.to_owned(),
-                    format!("{svc}.{ns}"),
-                    format!("{svc}.{ns}.svc"),
-                    format!("{svc}.{ns}.svc.cluster.local"),
-                ] {
-                    args.push(format!("--add-host={host}:{ip}"));
-                }
-            }
-        }
-        for (key, value) in &env {
-            args.push(format!("--env={key}={value}"));
-        }
-
-        // Mounts: the pod's, then the termination message file.
-        for mount in container.volume_mounts.iter().flatten() {
-            let Some(volume) = volumes.get(&mount.name) else {
-                return config(
-                    "CreateContainerConfigError",
-                    format!("volume mount {} names no volume", mount.name),
-                );
-            };
-            let mut source = volume.path.clone();
-            if let Some(sub) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                source = source.join(sub);
-                if !source.exists() {
-                    make_dir(&source, 0o755);
-                }
-            }
-            let read_only = volume.always_read_only || mount.read_only == Some(true);
-            args.push(format!(
-                "--volume={}:{}{}",
-                source.display(),
-                mount.mount_path,
-                if read_only { ":ro" } else { "" }
-            ));
-        }
-        let container_dir = self.dir.join("containers").join(format!(
-            "{}-{}",
-            container.name,
-            inner.next.fetch_add(1, Ordering::Relaxed)
-        ));
-        make_dir(&container_dir, 0o755);
-        let message_file = container_dir.join("termination-log");
+        args.extend(
+            env.iter()
+                .map(|(key, value)| format!("--env={key}={value}")),
+        );
+        // The termination message file, fresh and writable by any user of
+        // the container, as on a node.
+        let message_file = dir.join("termination-log");
         std::fs::write(&message_file, b"").expect("create termination-log");
-        // Any user of the container may write it, as on a node.
         set_mode(&message_file, 0o666);
         let message_path = container
             .termination_message_path
-            .clone()
-            .unwrap_or_else(|| "/dev/termination-log".into());
+            .as_deref()
+            .unwrap_or("/dev/termination-log");
         args.push(format!(
             "--volume={}:{message_path}",
             message_file.display()
         ));
+        args.extend(image_args(container, &image, stand_in.as_ref(), &env, &dir));
 
-        let expand = |text: &str| expand_vars(text, &env);
-        let command: Option<Vec<String>> = container
-            .command
-            .as_ref()
-            .map(|c| c.iter().map(|a| expand(a)).collect());
-        let container_args: Vec<String> =
-            container.args.iter().flatten().map(|a| expand(a)).collect();
-        if let Some(dir) = &container.working_dir {
-            args.push(format!("--workdir={dir}"));
-        }
-        match &stand_in {
-            Some(stand_in) => {
-                for (path, uid, gid, mode) in &stand_in.dirs {
-                    let host = container_dir
-                        .join("image")
-                        .join(path.trim_start_matches('/'));
-                    make_dir(&host, *mode);
-                    chown(&host, Some(*uid), Some(*gid)).expect("chown image folder");
-                    args.push(format!("--volume={}:{path}", host.display()));
-                }
-                for (host, path) in &stand_in.files {
-                    args.push(format!("--volume={}:{path}:ro", host.display()));
-                }
-                if container.working_dir.is_none()
-                    && let Some(dir) = &stand_in.working_dir
-                {
-                    args.push(format!("--workdir={dir}"));
-                }
-                let entrypoint = command.unwrap_or_else(|| stand_in.entrypoint.clone());
-                args.push(format!(
-                    "--entrypoint={}",
-                    serde_json::to_string(&entrypoint).expect("JSON")
-                ));
-                args.push("--rootfs".into());
-                args.push("/:O".into());
-            }
-            None => {
-                if let Some(command) = &command {
-                    args.push(format!(
-                        "--entrypoint={}",
-                        serde_json::to_string(command).expect("JSON")
-                    ));
-                }
-                args.push(image.clone());
-            }
-        }
-        args.extend(container_args);
-
-        let log_path = container_dir.join("log");
+        let log_path = dir.join("log");
         let log = std::fs::File::create(&log_path).expect("container log");
         let mut child = inner
             .podman
@@ -1054,9 +910,11 @@ impl Run {
         }
         let status = child.wait().expect("wait for podman");
         inner.live.lock().unwrap().remove(&podman_name);
-        let mut outcome = config("", String::new());
+
+        let mut outcome = not_started("", String::new());
         outcome.log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        outcome.exit_code = status.code();
+        // No code: killed by a signal (SIGKILL after the grace period).
+        outcome.exit_code = Some(status.code().unwrap_or(137));
         let killed = self.state.terminate.load(Ordering::SeqCst);
         outcome.reason = match status.code() {
             Some(0) => "Completed".into(),
@@ -1071,10 +929,106 @@ impl Run {
         if outcome.message.is_empty() && fallback && !outcome.succeeded() {
             outcome.message = log_tail(&outcome.log);
         }
-        if outcome.exit_code.is_none() {
-            outcome.exit_code = Some(137);
-        }
         outcome
+    }
+
+    /// What every container of the pod shares: the host's network with the
+    /// pod's host name, and cluster DNS as /etc/hosts entries.
+    fn pod_args(&self, podman_name: &str) -> Vec<String> {
+        let hostname: String = self.name.chars().take(63).collect();
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--rm".into(),
+            format!("--name={podman_name}"),
+            "--network=host".into(),
+            format!("--hostname={hostname}"),
+            // A kubelet's /etc/hosts names the pod itself (Java looks its
+            // host name up).
+            format!("--add-host={hostname}:127.0.0.1"),
+            // Without both, runc's setrlimit fails here; neither may exceed
+            // what this process holds.
+            format!("--ulimit=nofile={0}:{0}", open_files_limit()),
+            "--ulimit=nproc=4096:4096".into(),
+            "--log-driver=none".into(),
+        ];
+        let routes = self.kubelet.inner.routes.lock().unwrap().clone();
+        let ns = &self.namespace;
+        for service in self.api().list(ns, "services", None) {
+            let Some(svc) = service["metadata"]["name"].as_str() else {
+                continue;
+            };
+            let ip = routes.get(svc).map_or("127.0.0.1", String::as_str);
+            for host in [
+                svc.to_owned(),
+                format!("{svc}.{ns}"),
+                format!("{svc}.{ns}.svc"),
+                format!("{svc}.{ns}.svc.cluster.local"),
+            ] {
+                args.push(format!("--add-host={host}:{ip}"));
+            }
+        }
+        args
+    }
+
+    /// User, groups, read-only root and capabilities from the pod's and the
+    /// container's security contexts; refuses a root user under
+    /// `runAsNonRoot` as a kubelet does.
+    fn security_args(
+        &self,
+        container: &Container,
+        spec: &PodSpec,
+        image: &str,
+        stand_in: Option<&StandInImage>,
+    ) -> Result<Vec<String>, String> {
+        let pod = spec.security_context.clone().unwrap_or_default();
+        let security = container.security_context.clone().unwrap_or_default();
+        let image_user = match stand_in {
+            Some(s) => s.user.clone().unwrap_or_default(),
+            None => self.kubelet.inner.podman.inspect_image(image)["Config"]["User"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let image_uid = image_user.split(':').next().unwrap_or_default();
+        let run_as_user = security.run_as_user.or(pod.run_as_user);
+        let run_as_group = security.run_as_group.or(pod.run_as_group);
+        let uid = run_as_user.map_or_else(|| image_uid.to_owned(), |u| u.to_string());
+        let non_root = security.run_as_non_root.or(pod.run_as_non_root) == Some(true);
+        if non_root && matches!(uid.as_str(), "" | "0" | "root") {
+            return Err("container has runAsNonRoot and image will run as root".into());
+        }
+        let mut args = Vec::new();
+        match (run_as_user, run_as_group) {
+            (Some(u), Some(g)) => args.push(format!("--user={u}:{g}")),
+            (Some(u), None) => args.push(format!("--user={u}")),
+            (None, Some(g)) => {
+                let uid = Some(image_uid).filter(|u| !u.is_empty()).unwrap_or("0");
+                args.push(format!("--user={uid}:{g}"));
+            }
+            (None, None) if !image_user.is_empty() => args.push(format!("--user={image_user}")),
+            (None, None) => {}
+        }
+        let groups = pod
+            .fs_group
+            .into_iter()
+            .chain(pod.supplemental_groups.into_iter().flatten());
+        args.extend(groups.map(|group| format!("--group-add={group}")));
+        if security.read_only_root_filesystem == Some(true) {
+            args.push("--read-only".into());
+            // A pod's read-only root has no writable /tmp or /run unless a
+            // volume is mounted there; podman would add tmpfs mounts.
+            args.push("--read-only-tmpfs=false".into());
+        }
+        if security.allow_privilege_escalation == Some(false) {
+            args.push("--security-opt=no-new-privileges".into());
+        }
+        if let Some(capabilities) = &security.capabilities {
+            let drop = capabilities.drop.iter().flatten();
+            args.extend(drop.map(|cap| format!("--cap-drop={cap}")));
+            let add = capabilities.add.iter().flatten();
+            args.extend(add.map(|cap| format!("--cap-add={cap}")));
+        }
+        Ok(args)
     }
 
     /// The container's environment: the stand-in image's, then the pod's
@@ -1200,6 +1154,81 @@ impl Run {
             )),
         }
     }
+}
+
+/// The container's volume mounts (`subPath` and `readOnly` honoured;
+/// Secrets and ConfigMaps always read-only).
+fn mount_args(
+    container: &Container,
+    volumes: &BTreeMap<String, MadeVolume>,
+) -> Result<Vec<String>, String> {
+    let mut args = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let volume = volumes
+            .get(&mount.name)
+            .ok_or_else(|| format!("volume mount {} names no volume", mount.name))?;
+        let mut source = volume.path.clone();
+        if let Some(sub) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            source = source.join(sub);
+            if !source.exists() {
+                make_dir(&source, 0o755);
+            }
+        }
+        let read_only = volume.always_read_only || mount.read_only == Some(true);
+        args.push(format!(
+            "--volume={}:{}{}",
+            source.display(),
+            mount.mount_path,
+            if read_only { ":ro" } else { "" }
+        ));
+    }
+    Ok(args)
+}
+
+/// The image and what to run in it: the pod's command (else the image's
+/// entrypoint) and args, `$(VAR)` expanded, its working dir; a stand-in
+/// image becomes the host's root as an overlay with the stand-in's folders,
+/// files and defaults. `dir` is the container's folder on the node.
+fn image_args(
+    container: &Container,
+    image: &str,
+    stand_in: Option<&StandInImage>,
+    env: &[(String, String)],
+    dir: &Path,
+) -> Vec<String> {
+    let expand =
+        |list: &[String]| -> Vec<String> { list.iter().map(|a| expand_vars(a, env)).collect() };
+    let command = container.command.as_deref().map(expand);
+    let mut args = Vec::new();
+    let working_dir = container
+        .working_dir
+        .clone()
+        .or_else(|| stand_in.and_then(|s| s.working_dir.clone()));
+    if let Some(dir) = working_dir {
+        args.push(format!("--workdir={dir}"));
+    }
+    let entrypoint = command.or_else(|| stand_in.map(|s| s.entrypoint.clone()));
+    if let Some(entrypoint) = entrypoint {
+        let json = serde_json::to_string(&entrypoint).expect("a list of strings is JSON");
+        args.push(format!("--entrypoint={json}"));
+    }
+    match stand_in {
+        Some(stand_in) => {
+            for (path, uid, gid, mode) in &stand_in.dirs {
+                let host = dir.join("image").join(path.trim_start_matches('/'));
+                make_dir(&host, *mode);
+                chown(&host, Some(*uid), Some(*gid)).expect("chown image folder");
+                args.push(format!("--volume={}:{path}", host.display()));
+            }
+            for (host, path) in &stand_in.files {
+                args.push(format!("--volume={}:{path}:ro", host.display()));
+            }
+            args.extend(["--rootfs".to_owned(), "/:O".to_owned()]);
+        }
+        None => args.push(image.to_owned()),
+    }
+    args.extend(expand(container.args.as_deref().unwrap_or_default()));
+    args
 }
 
 /// Container names start with `kubelet-<pid of this test process>-`.
@@ -1407,6 +1436,16 @@ fn open_files_limit() -> u64 {
             line.split_whitespace().nth(4)?.parse().ok()
         })
         .unwrap_or(1024)
+}
+
+/// Container statuses waiting for `reason`.
+fn waiting(reason: &str, list: &[Container]) -> Vec<Value> {
+    list.iter()
+        .map(|c| {
+            json!({"name": c.name, "image": c.image, "imageID": "", "ready": false,
+                   "restartCount": 0, "state": {"waiting": {"reason": reason}}})
+        })
+        .collect()
 }
 
 fn conditions(initialized: bool, ready: bool) -> Value {
