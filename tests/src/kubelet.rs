@@ -220,7 +220,20 @@ struct PodState {
     ready: AtomicBool,
     /// Set to stop the main containers (SIGTERM, then SIGKILL after grace).
     terminate: AtomicBool,
+    /// Podman names of the main containers started so far.
     containers: Mutex<Vec<String>>,
+    /// The init container running now, if any.
+    init: Mutex<Option<String>>,
+}
+
+impl PodState {
+    /// Sends `signal` to the running init container and every main one.
+    fn signal_all(&self, podman: &Podman, signal: &str) {
+        let init = self.init.lock().unwrap().clone();
+        for name in init.iter().chain(self.containers.lock().unwrap().iter()) {
+            podman.signal(name, signal);
+        }
+    }
 }
 
 impl RunningPod {
@@ -251,11 +264,9 @@ impl RunningPod {
         self.state.containers.lock().unwrap().clone()
     }
 
-    /// Sends `signal` ("TERM", "KILL", ...) to every running main container.
+    /// Sends `signal` ("TERM", "KILL", ...) to every running container.
     pub fn signal(&self, signal: &str) {
-        for name in self.state.containers.lock().unwrap().iter() {
-            self.kubelet.inner.podman.signal(name, signal);
-        }
+        self.state.signal_all(&self.kubelet.inner.podman, signal);
     }
 
     /// Waits for the pod to end; after `limit` it is killed and the outcome
@@ -267,9 +278,7 @@ impl RunningPod {
         }
         if !self.is_finished() {
             self.state.terminate.store(true, Ordering::SeqCst);
-            for name in self.state.containers.lock().unwrap().iter() {
-                self.kubelet.inner.podman.kill(name);
-            }
+            self.signal("KILL");
         }
         let thread = self.thread.take().expect("waited once");
         thread.join().unwrap_or_else(|panic| {
@@ -282,9 +291,7 @@ impl Drop for RunningPod {
     fn drop(&mut self) {
         if self.thread.is_some() {
             self.state.terminate.store(true, Ordering::SeqCst);
-            for name in self.state.containers.lock().unwrap().iter() {
-                self.kubelet.inner.podman.kill(name);
-            }
+            self.signal("KILL");
         }
     }
 }
@@ -682,9 +689,7 @@ impl Run {
     }
 
     fn signal_mains(&self, signal: &str) {
-        for name in self.state.containers.lock().unwrap().iter() {
-            self.kubelet.inner.podman.signal(name, signal);
-        }
+        self.state.signal_all(&self.kubelet.inner.podman, signal);
     }
 
     fn clone_for_thread(&self) -> Run {
@@ -902,14 +907,14 @@ impl Run {
             .unwrap_or_else(|e| panic!("start podman for {}: {e}", container.name));
         inner.live.lock().unwrap().insert(podman_name.clone());
         if kind == "main" {
-            self.state
-                .containers
-                .lock()
-                .unwrap()
-                .push(podman_name.clone());
+            let mut mains = self.state.containers.lock().unwrap();
+            mains.push(podman_name.clone());
+        } else {
+            *self.state.init.lock().unwrap() = Some(podman_name.clone());
         }
         let status = child.wait().expect("wait for podman");
         inner.live.lock().unwrap().remove(&podman_name);
+        self.state.init.lock().unwrap().take();
 
         let mut outcome = not_started("", String::new());
         outcome.log = std::fs::read_to_string(&log_path).unwrap_or_default();

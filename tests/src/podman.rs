@@ -133,15 +133,7 @@ impl Podman {
         let _ = self.command().args(["image", "unmount", image]).output();
     }
 
-    /// Stops a container right away (SIGKILL), if it still runs.
-    pub fn kill(&self, container: &str) {
-        let _ = self
-            .command()
-            .args(["kill", "--signal", "KILL", container])
-            .output();
-    }
-
-    /// Sends `signal` (e.g. "TERM") to a running container.
+    /// Sends `signal` ("TERM", "KILL", ...) to a running container.
     pub fn signal(&self, container: &str, signal: &str) {
         let _ = self
             .command()
