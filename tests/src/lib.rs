@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod azurite;
+pub mod cluster;
 pub mod dockerfile;
 pub mod gcs;
 pub mod init;

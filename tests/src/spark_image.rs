@@ -17,6 +17,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::kube_mock::KubeMock;
 use crate::kubelet::StandInImage;
 use crate::require_tool;
 
@@ -109,6 +110,28 @@ impl SparkHome {
             java_home,
             spark_submit,
         })
+    }
+
+    /// The start of a cluster-mode `spark-submit` against `kube` (the fake
+    /// API server): master, deploy mode, app name, the [`IMAGE`] the
+    /// stand-in plays, namespace, no UI, and a small CPU request. Add
+    /// options and the application after it.
+    pub fn cluster_mode_args(&self, kube: &KubeMock, namespace: &str, name: &str) -> Vec<String> {
+        let conf = |setting: String| ["--conf".to_owned(), setting];
+        let mut args = vec![
+            self.spark_submit.display().to_string(),
+            "--master".into(),
+            format!("k8s://{}", kube.url),
+            "--deploy-mode".into(),
+            "cluster".into(),
+            "--name".into(),
+            name.into(),
+        ];
+        args.extend(conf(format!("spark.kubernetes.container.image={IMAGE}")));
+        args.extend(conf(format!("spark.kubernetes.namespace={namespace}")));
+        args.extend(conf("spark.ui.enabled=false".into()));
+        args.extend(conf("spark.kubernetes.driver.request.cores=0.1".into()));
+        args
     }
 
     /// The environment `spark-submit` needs on the submitting side.

@@ -23,13 +23,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferry_tests::api::{ApiClient, read_status, start_partial_put};
+use ferry_tests::cluster::Cluster;
 use ferry_tests::dockerfile::parse_dockerfile;
 use ferry_tests::kube_mock::KubeMock;
 use ferry_tests::kubelet::{Kubelet, PodOutcome, StandInImage, probe_passes};
 use ferry_tests::podman::{Podman, ferry_image};
 use ferry_tests::relay::CountingRelay;
 use ferry_tests::spark_image::{self, SparkHome};
-use ferry_tests::{Child, FerryServer, bin, free_port, require_tool, wait_until, workspace_root};
+use ferry_tests::{Child, free_port, require_tool, wait_until, workspace_root};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize as _;
@@ -40,100 +41,41 @@ const NAMESPACE: &str = "spark";
 // ---------------------------------------------------------------------------
 // Shared pieces
 
-/// A throwaway "cluster": the fake API server, a ferry-server on loopback,
-/// the kubelet stand-in, and a work folder.
-struct Cluster {
-    kube: KubeMock,
-    kubelet: Kubelet,
-    server: FerryServer,
-    work: tempfile::TempDir,
-    upload_token: PathBuf,
-}
-
-impl Cluster {
-    /// `None` (outside CI) when podman, kmock or our images are missing.
-    fn start(images: &[&str]) -> Option<Self> {
-        let podman = Podman::with_ferry_images(images)?;
-        let kube = KubeMock::start()?;
-        let kubelet = Kubelet::new(kube.client(), podman);
-        let server = FerryServer::start();
-        let work = tempfile::tempdir().expect("work dir");
-        let upload_token = work.path().join("upload-token");
-        std::fs::write(&upload_token, &server.token).expect("write the upload token");
-        Some(Self {
-            kube,
-            kubelet,
-            server,
-            work,
-            upload_token,
-        })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.work.path().join(name)
-    }
-
-    /// `ferry --server ... --token-file ... submit ARGS`, with the fake's
-    /// kubeconfig and nothing of the caller's shell.
-    fn ferry_submit(
-        &self,
-        submit: &[&str],
-        spark_submit: &[String],
-        spark: Option<&SparkHome>,
-    ) -> Command {
-        let mut command = Command::new(bin("ferry"));
-        command
-            .args(["--server", &self.server.url, "--token-file"])
-            .arg(&self.upload_token)
-            .arg("submit")
-            .args(submit)
-            .arg("--")
-            .args(spark_submit)
-            .current_dir(self.work.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.work.path())
-            .env("XDG_CONFIG_HOME", self.path("no-config"))
-            .env("KUBECONFIG", &self.kube.kubeconfig)
-            // The JVM's and kube-rs' credential chains stay on loopback.
-            .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
-            .env("AWS_EC2_METADATA_DISABLED", "true");
-        for (key, value) in spark.map(SparkHome::submit_env).unwrap_or_default() {
-            command.env(key, value);
-        }
-        command
-    }
-
-    /// Starts `ferry submit -- spark-submit --deploy-mode cluster ...` for
-    /// the job in `job` (`extra` spark-submit options) and returns it
-    /// running, with the driver pod Spark created in the API.
-    fn submit_spark(&self, spark: &SparkHome, job: &Path, extra: &[String]) -> (Child, Pod) {
-        let args = spark_submit_args(spark, &self.kube, job, extra);
-        let options = ["--namespace", NAMESPACE, "--pod-server", &self.server.url];
-        let command = self.ferry_submit(&options, &args, Some(spark));
-        let submit = Child::spawn("ferry submit", command, self.path("submit.log"));
-        let driver = self
-            .wait_for_pods("spark-role=driver", 1, Duration::from_secs(120))
-            .remove(0);
-        (submit, driver)
-    }
-
-    /// Pods in the API with this label selector, once there are `count`.
-    fn wait_for_pods(&self, selector: &str, count: usize, limit: Duration) -> Vec<Pod> {
-        let mut found = Vec::new();
-        let appeared = wait_until(limit, || {
-            found = self.kube.client().list(NAMESPACE, "pods", Some(selector));
-            found.len() >= count
-        });
-        assert!(
-            appeared,
-            "no {count} pods {selector} in the API after {limit:?}"
-        );
-        found
-            .into_iter()
-            .map(|p| serde_json::from_value(p).expect("pod parses"))
-            .collect()
-    }
+/// Starts `ferry submit -- spark-submit --deploy-mode cluster ...` for the
+/// job in `job` (`extra` spark-submit options) and returns it running, with
+/// the driver pod Spark created in the API.
+fn submit_spark(
+    cluster: &Cluster,
+    spark: &SparkHome,
+    job: &Path,
+    extra: &[String],
+) -> (Child, Pod) {
+    let path = |name: &str| job.join(name).display().to_string();
+    let mut args = spark.cluster_mode_args(&cluster.kube, NAMESPACE, "ferry-pods");
+    args.extend(extra.iter().cloned());
+    args.extend([
+        "--jars".into(),
+        path("dep.jar"),
+        "--py-files".into(),
+        path("scoring.py"),
+        "--files".into(),
+        path("data 1.csv"),
+        path("job.py"),
+        // Where ferry-init puts the --files entry in every pod.
+        "/var/ferry/files/data 1.csv".into(),
+    ]);
+    let options = [
+        "--namespace",
+        NAMESPACE,
+        "--pod-server",
+        &cluster.server.url,
+    ];
+    let command = cluster.ferry_submit(&options, &args, Some(spark));
+    let submit = Child::spawn("ferry submit", command, cluster.path("submit.log"));
+    let driver = cluster
+        .wait_for_pods(NAMESPACE, "spark-role=driver", 1, Duration::from_secs(120))
+        .remove(0);
+    (submit, driver)
 }
 
 /// A PySpark job: reads the staged `--files` entry where ferry-init put it,
@@ -234,47 +176,6 @@ fn crc32(data: &[u8]) -> u32 {
         }
     }
     !crc
-}
-
-/// The spark-submit command line of a cluster-mode job with ferry's
-/// dependencies.
-fn spark_submit_args(
-    spark: &SparkHome,
-    kube: &KubeMock,
-    job: &Path,
-    extra: &[String],
-) -> Vec<String> {
-    let path = |name: &str| job.join(name).display().to_string();
-    let mut args: Vec<String> = vec![
-        spark.spark_submit.display().to_string(),
-        "--master".into(),
-        format!("k8s://{}", kube.url),
-        "--deploy-mode".into(),
-        "cluster".into(),
-        "--name".into(),
-        "ferry-pods".into(),
-        "--conf".into(),
-        format!("spark.kubernetes.container.image={}", spark_image::IMAGE),
-        "--conf".into(),
-        format!("spark.kubernetes.namespace={NAMESPACE}"),
-        "--conf".into(),
-        "spark.ui.enabled=false".into(),
-        "--conf".into(),
-        "spark.kubernetes.driver.request.cores=0.1".into(),
-    ];
-    args.extend(extra.iter().cloned());
-    args.extend([
-        "--jars".into(),
-        path("dep.jar"),
-        "--py-files".into(),
-        path("scoring.py"),
-        "--files".into(),
-        path("data 1.csv"),
-        path("job.py"),
-        // Where ferry-init puts the --files entry in every pod.
-        "/var/ferry/files/data 1.csv".into(),
-    ]);
-    args
 }
 
 /// Waits for a spawned command; its exit status and output.
@@ -564,7 +465,7 @@ fn spark_cluster_mode_driver_pod_runs_with_ferry_init_from_the_image() {
         .clone()
         .with_image(spark_image::IMAGE, stand_in.clone());
 
-    let (mut submit, driver) = cluster.submit_spark(&spark, &job, &[]);
+    let (mut submit, driver) = submit_spark(&cluster, &spark, &job, &[]);
     let outcome = kubelet.run_pod(&driver, Duration::from_secs(240));
     assert_pod_ok(&outcome);
     let init = outcome.init("ferry-init");
@@ -682,7 +583,7 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
     .into_iter()
     .flat_map(|conf| ["--conf".to_owned(), conf])
     .collect();
-    let (mut submit, driver) = cluster.submit_spark(&spark, &job, &extra);
+    let (mut submit, driver) = submit_spark(&cluster, &spark, &job, &extra);
 
     // The driver's Service leads executors to a relay in front of the
     // driver (127.0.0.2 is loopback too), which counts what it serves.
