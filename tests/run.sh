@@ -16,5 +16,6 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo build --locked --workspace --bins
-bash deploy/images/build.sh --root "$FERRY_TEST_CONTAINERS/storage" --runroot "$FERRY_TEST_CONTAINERS/run"
+containers=${FERRY_TEST_CONTAINERS:-${CARGO_TARGET_DIR:-$root/target}/containers}
+bash deploy/images/build.sh --root "$containers/storage" --runroot "$containers/run"
 cargo nextest run --locked --workspace --no-fail-fast "$@"
