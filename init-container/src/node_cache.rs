@@ -76,24 +76,32 @@ pub fn check_writable(dir: &Path) -> Result<(), String> {
     if rustix::fs::access(dir, access).is_ok() {
         return Ok(());
     }
+    let (uid, gid) = own_ids();
     Err(format!(
         "--cache-dir {dir} is not writable by uid {uid} (it belongs to {owner}:{group}, mode {mode:04o}). \
-         A hostPath the kubelet creates belongs to root: run `ferry-init --prepare-cache-for {uid}:{uid} \
+         A hostPath the kubelet creates belongs to root: run `ferry-init --prepare-cache-for {uid}:{gid} \
          --cache-dir {dir}` as root in an init container before this one (`ferry submit --node-cache` adds it), \
          or create the folder on every node owned by {uid}",
         dir = dir.display(),
-        uid = own_uid().map_or_else(|| "?".to_owned(), |u| u.to_string()),
         owner = meta.uid(),
         group = meta.gid(),
         mode = meta.mode() & 0o7777,
     ))
 }
 
-/// This process's user id (from /proc: the crate has no libc binding).
-fn own_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// This process's user and group id, as "uid", "gid" (from /proc: the crate
+/// has no libc binding); "?" when unknown.
+fn own_ids() -> (String, String) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let id = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|ids| ids.split_whitespace().next())
+            .unwrap_or("?")
+            .to_owned()
+    };
+    (id("Uid:"), id("Gid:"))
 }
 
 #[cfg(test)]
