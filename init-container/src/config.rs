@@ -128,6 +128,31 @@ pub struct Cli {
     #[arg(long, short, env = "FERRY_QUIET")]
     pub quiet: bool,
 
+    /// Instead of fetching: make --cache-dir and everything in it belong to
+    /// UID:GID (folders mode 0700), then exit. For the init step that runs
+    /// as root before ferry-init when the node cache is a hostPath the
+    /// kubelet created root-owned.
+    #[arg(
+        long,
+        env = "FERRY_PREPARE_CACHE_FOR",
+        value_name = "UID:GID",
+        requires = "cache_dir"
+    )]
+    pub prepare_cache_for: Option<String>,
+
+    /// On failure, the failed items are also written here, where Kubernetes
+    /// reads a container's termination message (its
+    /// terminationMessagePath), so `kubectl describe pod` shows why. Written
+    /// only when the file already exists, as the kubelet makes it; never
+    /// created.
+    #[arg(
+        long,
+        env = "FERRY_TERMINATION_LOG",
+        value_name = "FILE",
+        default_value = "/dev/termination-log"
+    )]
+    pub termination_log: PathBuf,
+
     /// URIs to fetch into --into; any may end in #sha256=<hex>.
     #[arg(value_name = "URI")]
     pub uris: Vec<String>,

@@ -777,6 +777,8 @@ fn expected_command(project: &SparkProject, submission: &str, templates: &Path) 
     expected.extend([
         "--conf".into(),
         "spark.kubernetes.namespace=spark-jobs".into(),
+        "--conf".into(),
+        "spark.kubernetes.jars.avoidDownloadSchemes=local".into(),
         "local:///var/ferry/app/job%2Cv2.jar".into(),
         "--input".into(),
         "arg with space".into(),

@@ -13,8 +13,6 @@
 //! - Spark pod templates: parsed as Pods, compared with what `ferry submit`
 //!   generates, and their ferry-init arguments run against a real server.
 
-mod kube_mock;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,6 +21,8 @@ use std::time::{Duration, Instant};
 use ferry_core::SourceUri;
 use ferry_core::plan::FetchPlan;
 use ferry_tests::api::ApiClient;
+use ferry_tests::dockerfile::parse_dockerfile;
+use ferry_tests::kube_mock::KubeMock;
 use ferry_tests::moto::Moto;
 use ferry_tests::{
     Child, FerryServer, bin, free_port, require_tool, wait_for_port, workspace_root,
@@ -34,7 +34,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube_mock::KubeMock;
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "ferry-system";
@@ -104,50 +103,6 @@ fn workspace() -> Workspace {
 
 // ---------------------------------------------------------------------------
 // Dockerfiles
-
-/// One `FROM` stage: its image, optional name, and its instructions
-/// (keyword upper-cased, continuation lines joined).
-struct Stage {
-    image: String,
-    name: Option<String>,
-    instructions: Vec<(String, String)>,
-}
-
-fn parse_dockerfile(text: &str) -> Vec<Stage> {
-    let joined = text.replace("\\\n", " ");
-    let mut stages: Vec<Stage> = Vec::new();
-    for line in joined.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (keyword, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let keyword = keyword.to_ascii_uppercase();
-        let rest = rest.trim().to_owned();
-        if keyword == "FROM" {
-            let words: Vec<&str> = rest
-                .split_whitespace()
-                .filter(|w| !w.starts_with("--"))
-                .collect();
-            let name = match words.as_slice() {
-                [_, as_, name] if as_.eq_ignore_ascii_case("as") => Some((*name).to_owned()),
-                [_] => None,
-                other => panic!("unexpected FROM {other:?}"),
-            };
-            stages.push(Stage {
-                image: words[0].to_owned(),
-                name,
-                instructions: Vec::new(),
-            });
-        } else {
-            stages
-                .last_mut()
-                .expect("an instruction before the first FROM")
-                .instructions
-                .push((keyword, rest));
-        }
-    }
-    stages
-}
 
 /// `name:tag` with a tag that is not `latest`, or a digest.
 fn image_is_pinned(image: &str) -> bool {
@@ -1135,6 +1090,15 @@ fn spark_templates_match_the_clients_and_their_init_args_fetch_a_staged_bundle()
         let inits = spec.init_containers.as_ref().expect("initContainers");
         let init = &inits[0];
         assert_eq!(init.name, generated_init.name, "{role}");
+        assert_eq!(
+            init.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError"),
+            "{role}: kubectl describe shows why ferry-init failed"
+        );
+        assert_eq!(
+            init.termination_message_policy, generated_init.termination_message_policy,
+            "{role}"
+        );
         assert_eq!(
             init.image, generated_init.image,
             "{role}: the client's default image"

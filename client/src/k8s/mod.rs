@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use ferry_core::plan::FetchPlan;
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, HostPathVolumeSource, Pod, PodSecurityContext, PodSpec,
-    Secret, SecretVolumeSource, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, HostPathVolumeSource, Pod, PodSecurityContext,
+    PodSpec, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -30,6 +30,13 @@ const CACHE_DIR: &str = "/var/cache/ferry";
 pub const INIT_CONTAINER: &str = "ferry-init";
 /// The ferry-init flag that carries the plan.
 const PLAN_FLAG: &str = "--plan-json";
+/// Runs before ferry-init when there is a node cache (see `cache_setup`).
+pub const CACHE_SETUP_CONTAINER: &str = "ferry-cache-setup";
+/// The ferry-init image's user (distroless "nonroot").
+const INIT_USER: &str = "65532:65532";
+/// `kubectl describe pod` shows ferry-init's termination message (the failed
+/// items), or its log's tail if it died before writing one.
+const MESSAGE_POLICY: &str = "FallbackToLogsOnError";
 /// Group of the `spark` user in the Apache Spark images.
 const SPARK_FS_GROUP: i64 = 185;
 
@@ -91,6 +98,7 @@ impl InitSpec {
             image: Some(self.image.clone()),
             args: Some(self.args()),
             volume_mounts: Some(mounts),
+            termination_message_policy: Some(MESSAGE_POLICY.into()),
             ..Default::default()
         }
     }
@@ -141,8 +149,11 @@ pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) 
     security.fs_group.get_or_insert(SPARK_FS_GROUP);
     add_volumes(spec, init);
     let init_containers = spec.init_containers.get_or_insert_with(Vec::new);
-    init_containers.retain(|c| c.name != INIT_CONTAINER);
+    init_containers.retain(|c| c.name != INIT_CONTAINER && c.name != CACHE_SETUP_CONTAINER);
     init_containers.insert(0, init.container());
+    if init.node_cache.is_some() {
+        init_containers.insert(0, cache_setup(init));
+    }
     mount_deps(&mut spec.containers, container_name, &init.deps_dir);
     pod
 }
@@ -199,6 +210,43 @@ fn mount_deps(containers: &mut Vec<Container>, container_name: &str, deps_dir: &
         read_only: Some(true),
         ..Default::default()
     });
+}
+
+/// The init step that hands the node cache to ferry-init's user: a kubelet
+/// creates a `DirectoryOrCreate` hostPath as root, mode 0755, where uid
+/// 65532 cannot write. It runs ferry-init's own `--prepare-cache-for` as
+/// root with only CAP_CHOWN and CAP_FOWNER, no network use and a read-only
+/// root; a hostPath already needs the "privileged" Pod Security level,
+/// which allows a root init container.
+fn cache_setup(init: &InitSpec) -> Container {
+    Container {
+        name: CACHE_SETUP_CONTAINER.into(),
+        image: Some(init.image.clone()),
+        args: Some(vec![
+            "--cache-dir".into(),
+            CACHE_DIR.into(),
+            "--prepare-cache-for".into(),
+            INIT_USER.into(),
+        ]),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: Some(vec!["CHOWN".into(), "FOWNER".into()]),
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: CACHE_VOLUME.into(),
+            mount_path: CACHE_DIR.into(),
+            ..Default::default()
+        }]),
+        termination_message_policy: Some(MESSAGE_POLICY.into()),
+        ..Default::default()
+    }
 }
 
 /// Creates (or replaces) the Secret through the API server of the current
@@ -273,7 +321,7 @@ mod tests {
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(inits, ["ferry-init", "setup"]);
+        assert_eq!(inits, ["ferry-cache-setup", "ferry-init", "setup"]);
         let main = spec.containers.iter().find(|c| c.name == "main").unwrap();
         let mounts: Vec<&str> = main
             .volume_mounts

@@ -104,7 +104,35 @@ fn confs(plan: &SparkPlan) -> Vec<(String, String)> {
             plan.submission.namespace.clone(),
         ));
     }
+    // Spark 4's driver copies every `local://` jar into its working
+    // directory and serves that copy to each executor (spark://.../jars/),
+    // which makes the driver the fan-out point ferry-init exists to remove.
+    // Jars of a scheme listed here stay `local://`, so each executor uses
+    // the copy its own ferry-init delivered. (Spark has no such switch for
+    // --files, --py-files or --archives; see the README.)
+    if let Some(schemes) = avoid_download_schemes(plan.setting(AVOID_DOWNLOAD)) {
+        confs.push((AVOID_DOWNLOAD.into(), schemes));
+    }
     confs
+}
+
+/// Spark 4: schemes whose jars the driver neither downloads nor serves.
+const AVOID_DOWNLOAD: &str = "spark.kubernetes.jars.avoidDownloadSchemes";
+
+/// The user's `spark.kubernetes.jars.avoidDownloadSchemes` with `local`
+/// added; `None` when it already covers `local` (listed, or `*`).
+fn avoid_download_schemes(user: Option<&str>) -> Option<String> {
+    let mut schemes: Vec<&str> = user
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if schemes.iter().any(|s| *s == "local" || *s == "*") {
+        return None;
+    }
+    schemes.push("local");
+    Some(schemes.join(","))
 }
 
 impl Rendered {
@@ -338,5 +366,16 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn local_jars_are_kept_from_the_drivers_file_server() {
+        assert_eq!(avoid_download_schemes(None).as_deref(), Some("local"));
+        assert_eq!(
+            avoid_download_schemes(Some("s3a, gs")).as_deref(),
+            Some("s3a,gs,local")
+        );
+        assert_eq!(avoid_download_schemes(Some("local,s3a")), None);
+        assert_eq!(avoid_download_schemes(Some("*")), None);
     }
 }
