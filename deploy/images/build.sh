@@ -31,6 +31,8 @@
 #   --tag TAG          image tag (default: the workspace version)
 #   --oci-dir DIR      also write DIR/<image>-<tag>.tar (OCI archive)
 #   --no-build         use the release binaries already in the target dir
+#   --binaries DIR     use the binaries in DIR instead (no build); the test
+#                      suite passes its debug build, target/debug
 #   --ca-bundle FILE   CA certificates (default /etc/ssl/certs/ca-certificates.crt)
 #   --root DIR, --runroot DIR
 #                      container storage (default: buildah's, i.e. what
@@ -48,6 +50,7 @@ registry=ghcr.io/ferry-dev
 tag=
 oci_dir=
 build=1
+binaries=
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 storage=(--storage-driver vfs)
 images=()
@@ -57,6 +60,8 @@ while [ $# -gt 0 ]; do
     --tag) tag=$2; shift 2 ;;
     --oci-dir) oci_dir=$2; shift 2 ;;
     --no-build) build=; shift ;;
+    --binaries) [ -d "$2" ] || die "--binaries $2: no such directory"
+                binaries=$(cd "$2" && pwd); build=; shift 2 ;;
     --ca-bundle) ca_bundle=$2; shift 2 ;;
     # Absolute: podman records these paths in its database and refuses
     # another spelling of them later.
@@ -77,7 +82,7 @@ version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$
 [ -n "$version" ] || die "no version in [workspace.package] of $root/Cargo.toml"
 tag=${tag:-$version}
 target=${CARGO_TARGET_DIR:-$root/target}
-release="$target/release"
+release=${binaries:-$target/release}
 work="$target/images"
 
 # The Dockerfile's stages, continuation lines joined: "build" (first FROM up

@@ -269,6 +269,10 @@ fn built_images_have_the_layout_their_dockerfiles_describe() {
 
         let root = podman.mount_image(&image);
         let files = tree(&root);
+        let entrypoint = &expected.entrypoint[0];
+        // The loader and libraries the image's own binary names (whichever
+        // build build.sh was given), and nothing else.
+        let libraries = libraries_of(&root.join(entrypoint.trim_start_matches('/')));
         podman.unmount_image(&image);
         let mut base: BTreeSet<String> = [
             "/etc",
@@ -298,14 +302,11 @@ fn built_images_have_the_layout_their_dockerfiles_describe() {
             }
             base.insert(dest.clone());
         }
-        let entrypoint = &expected.entrypoint[0];
         assert_eq!(
             files[entrypoint].2 & 0o111,
             0o111,
             "{name}: {entrypoint} is executable"
         );
-        // The loader and libraries the binary names, and nothing else.
-        let libraries = libraries_of(&ferry_tests::target_dir().join("release").join(name));
         for lib in &libraries {
             assert!(
                 files.contains_key(lib),
@@ -348,7 +349,11 @@ fn built_images_have_the_layout_their_dockerfiles_describe() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new("bash")
         .arg(workspace_root().join("deploy/images/build.sh"))
-        .args(["--no-build", "--oci-dir"])
+        // The build the suite's images came from (tests/run.sh builds them
+        // from the debug binaries).
+        .arg("--binaries")
+        .arg(ferry_tests::target_dir().join("debug"))
+        .arg("--oci-dir")
         .arg(dir.path())
         .args(storage_args())
         .arg("ferry-init")

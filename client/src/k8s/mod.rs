@@ -378,7 +378,8 @@ mod tests {
         assert_eq!(FetchPlan::from_json(&args[7]).unwrap(), spec.plan);
         assert_eq!(args.len(), 8);
         let pod = merge_template(None, &spec, "main");
-        let container = &pod.spec.unwrap().init_containers.unwrap()[0];
+        let inits = pod.spec.unwrap().init_containers.unwrap();
+        let container = inits.iter().find(|c| c.name == INIT_CONTAINER).unwrap();
         assert_eq!(plan_of(container), Some(spec.plan));
     }
 }

@@ -272,6 +272,8 @@ mod tests {
             &format!("spark.kubernetes.executor.label.ferry.dev/submission={id}"),
             "--conf",
             "spark.kubernetes.namespace=jobs",
+            "--conf",
+            "spark.kubernetes.jars.avoidDownloadSchemes=local",
             "local:///var/ferry/app/app.jar",
             "arg",
         ]
