@@ -75,7 +75,9 @@ fn app_over(backend: Arc<dyn Backend>, name: &'static str, dir: Option<tempfile:
 
 /// The same app over each backend.
 fn apps() -> Vec<App> {
-    let memory = Arc::new(ObjectStoreBackend::new(Arc::new(InMemory::new()), "memory"));
+    let in_memory = Arc::new(InMemory::new());
+    let memory =
+        Arc::new(ObjectStoreBackend::new(in_memory.clone(), "memory").with_multipart(in_memory));
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().canonicalize().expect("canonical temp dir");
     let local = Arc::new(LocalBackend::new(root).expect("local backend"));
