@@ -16,6 +16,8 @@ mod bundles;
 #[cfg(any(test, feature = "conformance"))]
 #[doc(hidden)]
 pub mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+mod conformance_sessions;
 mod error;
 pub mod layout;
 mod local;
