@@ -155,11 +155,18 @@ pub(super) async fn append(
         ttl: state.limits.session_ttl,
     };
     let body = counted_upload(body, state.metrics.clone());
-    match state
-        .store
-        .append_chunk(&id, (offset, len), body, limits)
-        .await
-    {
+    // On a task of its own: hyper drops a handler whose client hung up, and
+    // a chunk dropped halfway would keep the session claimed until the
+    // claim goes stale. The task sees the broken body and lets go at once.
+    let (store, task_id) = (state.store.clone(), id.clone());
+    let appended = tokio::spawn(async move {
+        store
+            .append_chunk(&task_id, (offset, len), body, limits)
+            .await
+    })
+    .await
+    .map_err(|e| SessionError::Store(StoreError::from_join("chunk", e)))?;
+    match appended {
         Ok(session) => Ok(answer(&state, StatusCode::ACCEPTED, session)),
         Err(error) => {
             tracing::warn!(session = %id, offset, len, %error, "chunk refused");
@@ -195,11 +202,17 @@ pub(super) async fn commit(
             "the commit carries no bytes; send the last chunk with PATCH first",
         ));
     }
-    match state
-        .store
-        .commit_session(&id, digest, state.limits.body_idle_timeout)
+    // On a task of its own, so a client that hangs up cannot stop a
+    // commit halfway.
+    let (store, task_id, idle) = (
+        state.store.clone(),
+        id.clone(),
+        state.limits.body_idle_timeout,
+    );
+    let committed = tokio::spawn(async move { store.commit_session(&task_id, digest, idle).await })
         .await
-    {
+        .map_err(|e| SessionError::Store(StoreError::from_join("commit", e)))?;
+    match committed {
         Ok(outcome) => Ok(stored(&state, digest, outcome)),
         Err(error) => {
             if matches!(
