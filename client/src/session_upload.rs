@@ -9,6 +9,11 @@
 //! changed since (another identity) starts a new session. The bytes the
 //! server already has are hashed again locally (reading them is much
 //! cheaper than sending them), not sent.
+//!
+//! A proxy in front of the server with a smaller body limit than the chunk
+//! answers `413` with a body that is not ferry's: the upload then halves
+//! its chunk size (down to 256 KiB, and never under the server's
+//! `min_chunk`) and continues from the committed offset.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt as _;
@@ -27,6 +32,8 @@ use crate::api::{ApiClient, ApiError};
 /// what the server advertises).
 pub const DEFAULT_CHUNK: u64 = 16 << 20;
 const BOOK_FILE: &str = "sessions.json";
+/// The smallest chunk tried when a proxy refuses bodies as large as ours.
+const MIN_PROXY_CHUNK: u64 = 256 << 10;
 
 /// Why a session upload failed.
 #[derive(Debug, thiserror::Error)]
@@ -224,10 +231,49 @@ pub async fn stream_file(
     let status = session_for(client, book, path, identity).await?;
     let id = status.id.clone();
     let resumed_from = status.offset;
+    on_bytes(resumed_from);
+    let mut chunk = chunk_size(&status);
     let mut offset = status.offset;
-    let mut hasher = hash_prefix(path, offset).await?;
-    on_bytes(offset);
-    let chunk = chunk_size(&status);
+    let hasher = loop {
+        let prefix = hash_prefix(path, offset).await?;
+        match send_from(client, &id, path, (offset, size), chunk, prefix, on_bytes).await {
+            Ok(hasher) => break hasher,
+            // A proxy in front of the server refused the body (its answer
+            // is not ferry's JSON): smaller chunks, from what is committed.
+            Err(SessionUploadError::Api(ApiError::Server {
+                status: 413,
+                code: ErrorCode::Unknown,
+                ..
+            })) if chunk / 2 >= MIN_PROXY_CHUNK.max(status.min_chunk) => {
+                chunk /= 2;
+                offset = client.session_status(&id).await?.offset;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let digest = hasher.finish();
+    let created = client.commit_session(&id, &digest).await?;
+    book.set(client.server(), path, None);
+    Ok(Streamed {
+        digest,
+        size,
+        created,
+        resumed_from,
+    })
+}
+
+/// Sends the file from `offset` to `size` in chunks of `chunk`, hashing
+/// onto `hasher` (the hash of the bytes before `offset`); returns the hash
+/// of the whole file.
+async fn send_from(
+    client: &ApiClient,
+    id: &str,
+    path: &Path,
+    (mut offset, size): (u64, u64),
+    chunk: u64,
+    hasher: Sha256Hasher,
+    on_bytes: &(dyn Fn(u64) + Send + Sync),
+) -> Result<Sha256Hasher, SessionUploadError> {
     // Each next chunk is read and hashed while the one before is sent.
     let first = chunk.min(size - offset);
     let (mut bytes, mut hashed) = read_chunk(path, offset, first, hasher).await?;
@@ -240,28 +286,19 @@ pub async fn stream_file(
         if after < size {
             let piece = chunk.min(size - after);
             let (sent, read) = tokio::join!(
-                send_chunk(client, &id, offset, bytes),
+                send_chunk(client, id, offset, bytes),
                 read_chunk(path, after, piece, hashed)
             );
             sent?;
             (bytes, hashed) = read?;
         } else {
-            send_chunk(client, &id, offset, bytes).await?;
+            send_chunk(client, id, offset, bytes).await?;
             bytes = Bytes::new();
         }
         on_bytes(len);
         offset = after;
     }
-    hasher = hashed;
-    let digest = hasher.finish();
-    let created = client.commit_session(&id, &digest).await?;
-    book.set(client.server(), path, None);
-    Ok(Streamed {
-        digest,
-        size,
-        created,
-        resumed_from,
-    })
+    Ok(hashed)
 }
 
 /// Sends one chunk; a retry that finds the chunk committed already (the
