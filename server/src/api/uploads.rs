@@ -32,7 +32,7 @@ impl From<SessionError> for ApiError {
                     )
             }
             SessionError::Busy => ApiError::new(ErrorCode::SessionBusy, message),
-            SessionError::ShortChunk { .. } | SessionError::LengthMismatch { .. } => {
+            SessionError::AfterShortChunk { .. } | SessionError::LengthMismatch { .. } => {
                 ApiError::bad_request(message)
             }
             SessionError::ChunkTooLarge { .. } | SessionError::BlobTooLarge { .. } => {

@@ -37,9 +37,9 @@ pub enum SessionError {
     #[error("another request is writing this session")]
     Busy,
     #[error(
-        "a chunk of {len} bytes is under the minimum of {min} and was not the last; only the last may be shorter"
+        "the last chunk was under the minimum of {min} bytes, so it must be the last; only the last chunk may be shorter"
     )]
-    ShortChunk { len: u64, min: u64 },
+    AfterShortChunk { min: u64 },
     #[error("the chunk's body has {received} bytes, its Content-Range says {stated}")]
     LengthMismatch { stated: u64, received: u64 },
     #[error("chunk exceeds the server's maximum of {max} bytes")]
@@ -201,10 +201,7 @@ impl Store {
         }
         let min = self.min_chunk();
         if record.closed {
-            return Err(SessionError::ShortChunk {
-                len: record.parts.len() as u64,
-                min,
-            });
+            return Err(SessionError::AfterShortChunk { min });
         }
         record.claim = Some(now);
         let claimed = self
