@@ -11,9 +11,10 @@ use std::process::{Command, Output, Stdio};
 use base64::Engine as _;
 use ferry_core::plan::FetchPlan;
 use ferry_tests::api::ApiClient;
+use ferry_tests::cluster::ferry_in;
 use ferry_tests::kube_mock::KubeMock;
 use ferry_tests::nginx::Nginx;
-use ferry_tests::{FerryServer, bin, init, write_pseudo_random_file};
+use ferry_tests::{FerryServer, init, write_pseudo_random_file};
 use serde_json::Value;
 
 const NAMESPACE: &str = "spark-jobs";
@@ -51,21 +52,8 @@ impl Setup {
     fn apply(&self, args: &[&str]) -> Command {
         let token = self.path("upload-token");
         std::fs::write(&token, &self.server.token).expect("write the upload token");
-        let mut command = Command::new(bin("ferry"));
-        command
-            .args(["--server", &self.server.url, "--token-file"])
-            .arg(&token)
-            .arg("apply")
-            .args(args)
-            .current_dir(self.project.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.project.path())
-            .env("XDG_CONFIG_HOME", self.path("no-config"))
-            .env("KUBECONFIG", &self.kube.kubeconfig)
-            // kube-rs' credential chains stay on loopback.
-            .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+        let mut command = ferry_in(&self.server, &token, self.project.path(), &self.kube);
+        command.arg("apply").args(args);
         command
     }
 

@@ -203,8 +203,13 @@ mod tests {
         BundleId::parse("id-0000000000000000000000000c").unwrap()
     }
 
-    fn names(containers: &[Container]) -> Vec<&str> {
-        containers.iter().map(|c| c.name.as_str()).collect()
+    /// One text field of each item of an optional list.
+    fn listed<T>(items: &Option<Vec<T>>, field: impl Fn(&T) -> &str) -> Vec<&str> {
+        items.iter().flatten().map(field).collect()
+    }
+
+    fn names(containers: &Option<Vec<Container>>) -> Vec<&str> {
+        listed(containers, |c| c.name.as_str())
     }
 
     #[test]
@@ -253,37 +258,23 @@ mod tests {
         let plan = plan(dir.path(), Inject::InitContainers, extra);
         let rendered = render(&plan, Some((&bundle(), "t")), &OPTIONS());
         let spec = &rendered.app.spec;
-        let volumes: Vec<&str> = spec
-            .volumes
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|v| v.name.as_str())
-            .collect();
-        assert_eq!(volumes, ["data", "ferry-deps", "ferry-token"]);
-        let driver = spec.driver.as_ref().unwrap();
         assert_eq!(
-            names(driver.init_containers.as_ref().unwrap()),
-            ["ferry-init", "setup"]
+            listed(&spec.volumes, |v| v.name.as_str()),
+            ["data", "ferry-deps", "ferry-token"]
         );
-        let mounts: Vec<&str> = driver
-            .volume_mounts
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|m| m.mount_path.as_str())
-            .collect();
-        assert_eq!(mounts, ["/data", "/var/ferry"]);
+        let driver = spec.driver.as_ref().unwrap();
+        assert_eq!(names(&driver.init_containers), ["ferry-init", "setup"]);
+        assert_eq!(
+            listed(&driver.volume_mounts, |m| m.mount_path.as_str()),
+            ["/data", "/var/ferry"]
+        );
         assert_eq!(driver.labels.as_ref().unwrap()["team"], "data");
         assert_eq!(
             driver.pod_security_context.as_ref().unwrap().fs_group,
             Some(185)
         );
         let executor = spec.executor.as_ref().unwrap();
-        assert_eq!(
-            names(executor.init_containers.as_ref().unwrap()),
-            ["ferry-init"]
-        );
+        assert_eq!(names(&executor.init_containers), ["ferry-init"]);
         assert!(driver.template.is_none() && executor.template.is_none());
     }
 
@@ -313,13 +304,10 @@ mod tests {
         assert!(!args.iter().any(|a| a == "--token-file"), "{args:?}");
         let fetch = k8s::plan_of(init).unwrap();
         assert_eq!(fetch.items.len(), 2, "no bundle, two remote files");
-        let volumes: Vec<String> = template
-            .volumes
-            .unwrap()
-            .into_iter()
-            .map(|v| v.name)
-            .collect();
-        assert_eq!(volumes, ["ferry-deps"]);
+        assert_eq!(
+            listed(&template.volumes, |v| v.name.as_str()),
+            ["ferry-deps"]
+        );
     }
 
     #[test]
