@@ -2,20 +2,26 @@
 //! real ferry-server and kmock on loopback. kmock is a FAKE Kubernetes API
 //! server (see `ferry_tests::kube_mock`) with the SparkApplication resource
 //! registered as if the operator's CRD were installed; no operator runs, so
-//! these tests read back what was applied and run ferry-init with the
-//! arguments the driver's init container was given.
+//! these tests read back what was applied, run ferry-init with the
+//! arguments the driver's init container was given, and run the driver's
+//! pod template through the kubelet stand-in (`ferry_tests::kubelet`).
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use base64::Engine as _;
+use ferry_core::Digest;
 use ferry_core::plan::FetchPlan;
 use ferry_tests::api::ApiClient;
-use ferry_tests::cluster::ferry_in;
+use ferry_tests::cluster::{Cluster, ferry_in};
 use ferry_tests::kube_mock::KubeMock;
+use ferry_tests::kubelet::StandInImage;
 use ferry_tests::nginx::Nginx;
+use ferry_tests::spark_image;
 use ferry_tests::{FerryServer, init, write_pseudo_random_file};
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
+use std::time::Duration;
 
 const NAMESPACE: &str = "spark-jobs";
 
@@ -101,8 +107,8 @@ fn names(value: &Value) -> Vec<&str> {
 
 /// The object the operator would receive, naming local files, remote URIs
 /// on nginx and a `local://` jar already in the image.
-fn application(setup: &Setup) -> String {
-    let path = |n: &str| setup.path(n).display().to_string();
+fn application(dir: &Path, remote: &str) -> String {
+    let path = |n: &str| dir.join(n).display().to_string();
     format!(
         r#"apiVersion: sparkoperator.k8s.io/v1beta2
 kind: SparkApplication
@@ -132,7 +138,7 @@ spec:
 "#,
         app = path("app.jar"),
         lib = path("lib.jar"),
-        remote = setup.nginx.at("/remote.jar"),
+        remote = remote,
         conf = path("conf.txt"),
         helpers = path("helpers.py"),
         env = path("env.tar.gz"),
@@ -141,7 +147,7 @@ spec:
 
 /// Writes the project's local files and the remote jar; returns each
 /// one's bytes by file name.
-fn write_dependencies(setup: &Setup) -> Vec<(&'static str, Vec<u8>)> {
+fn write_dependencies(dir: &Path) -> Vec<(&'static str, Vec<u8>)> {
     let mut files = Vec::new();
     for (seed, name) in [
         (1, "app.jar"),
@@ -150,25 +156,41 @@ fn write_dependencies(setup: &Setup) -> Vec<(&'static str, Vec<u8>)> {
         (4, "helpers.py"),
         (5, "env.tar.gz"),
     ] {
-        let path = setup.path(name);
+        let path = dir.join(name);
         write_pseudo_random_file(&path, seed, 10_000 + seed * 777);
         files.push((name, std::fs::read(&path).expect("read back")));
     }
-    let remote = setup.path("served/remote.jar");
+    let remote = dir.join("served/remote.jar");
     write_pseudo_random_file(&remote, 6, 4_321);
     files.push(("remote.jar", std::fs::read(&remote).expect("read back")));
     files
 }
 
+/// Where `write_dependencies`' file `name` lands, by its list in
+/// `application`.
+fn group_of(name: &str) -> &'static str {
+    match name {
+        "app.jar" => "app",
+        "lib.jar" | "remote.jar" => "jars",
+        "conf.txt" => "files",
+        "helpers.py" => "pyfiles",
+        _ => "archives",
+    }
+}
+
 #[test]
 fn an_applied_application_is_rewritten_owns_its_secret_and_ferry_init_delivers_it() {
     let Some(setup) = Setup::start() else { return };
-    let files = write_dependencies(&setup);
+    let files = write_dependencies(setup.project.path());
     // Dependencies land under a folder of this machine, so the ferry-init
     // run below writes where the pod's volume would be.
     let pod_dir = tempfile::tempdir().expect("pod dir");
     let deps_dir = pod_dir.path().join("deps").display().to_string();
-    std::fs::write(setup.path("app.yaml"), application(&setup)).unwrap();
+    std::fs::write(
+        setup.path("app.yaml"),
+        application(setup.project.path(), &setup.nginx.at("/remote.jar")),
+    )
+    .unwrap();
     let out = succeeded(
         &setup
             .apply(&["-f", "app.yaml", "--deps-dir", &deps_dir])
@@ -281,14 +303,7 @@ fn an_applied_application_is_rewritten_owns_its_secret_and_ferry_init_delivers_i
     let run = init::run(&args);
     assert!(run.status.success(), "ferry-init: {}", init::stderr(&run));
     for (name, bytes) in &files {
-        let group = match *name {
-            "app.jar" => "app",
-            "lib.jar" | "remote.jar" => "jars",
-            "conf.txt" => "files",
-            "helpers.py" => "pyfiles",
-            _ => "archives",
-        };
-        let delivered = Path::new(&deps_dir).join(group).join(name);
+        let delivered = Path::new(&deps_dir).join(group_of(name)).join(name);
         assert_eq!(
             &std::fs::read(&delivered).unwrap_or_else(|e| panic!("{}: {e}", delivered.display())),
             bytes,
@@ -500,4 +515,89 @@ fn a_dry_run_prints_every_rewritten_object_and_applies_nothing() {
             .list(NAMESPACE, "secrets", None)
             .is_empty()
     );
+}
+
+/// The driver pod the operator would start from the applied object (its
+/// template, its labels), run by the kubelet stand-in with ferry-init from
+/// its image: the init container reads the token from the Secret ferry
+/// applied and every file arrives intact (the main container, the host's
+/// `sha256sum` standing in for the Spark image, hashes each one).
+#[test]
+fn the_applied_driver_template_runs_as_a_pod_and_every_file_arrives_intact() {
+    let Some(cluster) = Cluster::start(&["ferry-init"]) else {
+        return;
+    };
+    let hasher = StandInImage {
+        entrypoint: vec!["sha256sum".into()],
+        user: Some("185:185".into()),
+        ..Default::default()
+    };
+    let kubelet = cluster
+        .kubelet
+        .clone()
+        .with_image(spark_image::IMAGE, hasher);
+    std::fs::create_dir(cluster.path("served")).unwrap();
+    let Some(nginx) = Nginx::start(&cluster.path("served")) else {
+        return;
+    };
+    let files = write_dependencies(cluster.work.path());
+    std::fs::write(
+        cluster.path("app.yaml"),
+        application(cluster.work.path(), &nginx.at("/remote.jar")),
+    )
+    .unwrap();
+    let mut apply = ferry_in(
+        &cluster.server,
+        &cluster.upload_token,
+        cluster.work.path(),
+        &cluster.kube,
+    );
+    apply.args([
+        "apply",
+        "-f",
+        "app.yaml",
+        "--pod-server",
+        &cluster.server.url,
+    ]);
+    succeeded(&apply.output().expect("run ferry"));
+
+    let app = cluster
+        .kube
+        .client()
+        .get(&format!(
+            "/apis/sparkoperator.k8s.io/v1beta2/namespaces/{NAMESPACE}/sparkapplications/etl"
+        ))
+        .expect("applied");
+    let driver = &app["spec"]["driver"];
+    let mut pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "etl-driver", "namespace": NAMESPACE, "labels": driver["labels"]},
+        "spec": driver["template"]["spec"],
+    }))
+    .expect("the template is a pod spec");
+    let delivered: Vec<String> = files
+        .iter()
+        .map(|(name, _)| format!("/var/ferry/{}/{name}", group_of(name)))
+        .collect();
+    let main = &mut pod.spec.as_mut().unwrap().containers[0];
+    main.image = Some(spark_image::IMAGE.into());
+    main.command = Some(
+        std::iter::once("sha256sum".to_owned())
+            .chain(delivered.iter().cloned())
+            .collect(),
+    );
+    let stored: Pod = serde_json::from_value(cluster.kube.client().create(
+        NAMESPACE,
+        "pods",
+        &serde_json::to_value(&pod).unwrap(),
+    ))
+    .unwrap();
+    let outcome = kubelet.run_pod(&stored, Duration::from_secs(120));
+    assert!(outcome.succeeded(), "{}", outcome.describe());
+    let log = &outcome.container("spark-kubernetes-driver").log;
+    for ((name, bytes), path) in files.iter().zip(&delivered) {
+        let line = format!("{}  {path}", Digest::of(bytes).hex());
+        assert!(log.contains(&line), "{name}: no {line:?} in\n{log}");
+    }
 }
