@@ -47,11 +47,7 @@ pub struct ApplyArgs {
     /// applying them.
     #[arg(long, env = "FERRY_DRY_RUN")]
     pub dry_run: bool,
-    /// How ferry-init is added to the pods: `template` merges it into
-    /// spec.driver.template / spec.executor.template (spark-operator 2.1+
-    /// with Spark 3+, no webhook needed); `init-containers` uses the
-    /// operator's initContainers, volumeMounts and spec.volumes fields
-    /// (older operators; needs the operator's webhook).
+    /// How ferry-init is added to the driver and executor pods.
     #[arg(long, env = "FERRY_INJECT", value_enum, default_value_t = Inject::Template)]
     pub inject: Inject,
     /// Namespace for objects whose metadata names none (default: the
