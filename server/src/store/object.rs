@@ -7,6 +7,7 @@
 //! partial or wrong blob.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use ferry_core::range::ByteRange;
 use ferry_core::{Digest, Sha256Hasher};
 use futures::stream::{StreamExt, TryStreamExt};
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
     UpdateVersion, WriteMultipart,
@@ -35,15 +37,29 @@ const UPLOAD_CONCURRENCY: usize = 2;
 #[derive(Debug, Clone)]
 pub struct ObjectStoreBackend {
     inner: Arc<dyn ObjectStore>,
+    /// The same store's URL signer, where it has one (S3, GCS, Azure).
+    signer: Option<Arc<dyn Signer>>,
     description: String,
+    /// Keeps this process's check-then-write creates (stores without
+    /// conditional PUT) apart from each other; other processes are not
+    /// kept apart, which is why several replicas refuse such a store.
+    unconditional: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ObjectStoreBackend {
     pub fn new(inner: Arc<dyn ObjectStore>, description: impl Into<String>) -> Self {
         Self {
             inner,
+            signer: None,
             description: description.into(),
+            unconditional: Arc::default(),
         }
+    }
+
+    /// Serves blob reads as URLs `signer` signs (the same store as `inner`).
+    pub fn with_signer(mut self, signer: Arc<dyn Signer>) -> Self {
+        self.signer = Some(signer);
+        self
     }
 
     /// Renames a verified upload to its blob key, unless that blob is
@@ -76,6 +92,7 @@ impl ObjectStoreBackend {
         key: &Path,
         payload: PutPayload,
     ) -> Result<Version, StoreError> {
+        let _alone = self.unconditional.lock().await;
         match self.inner.head(key).await {
             Ok(_) => Err(StoreError::AlreadyExists {
                 key: key.to_string(),
@@ -275,6 +292,44 @@ impl Backend for ObjectStoreBackend {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StoreError::from_object_store(e)),
         }
+    }
+
+    async fn head_object(&self, key: &Path) -> Result<ObjectInfo, StoreError> {
+        let meta = self
+            .inner
+            .head(key)
+            .await
+            .map_err(StoreError::from_object_store)?;
+        Ok(ObjectInfo {
+            key: meta.location,
+            size: meta.size,
+            last_modified: meta.last_modified,
+        })
+    }
+
+    fn can_sign(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    async fn signed_blob_url(
+        &self,
+        digest: &Digest,
+        expires_in: Duration,
+    ) -> Result<url::Url, StoreError> {
+        let Some(signer) = &self.signer else {
+            return Err(StoreError::Unsupported(format!(
+                "{} cannot sign URLs",
+                self.description
+            )));
+        };
+        signer
+            .signed_url(
+                object_store::signer::Method::GET,
+                &layout::blob(digest),
+                expires_in,
+            )
+            .await
+            .map_err(StoreError::from_object_store)
     }
 }
 

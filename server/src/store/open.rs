@@ -7,6 +7,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::prefix::PrefixStore;
+use object_store::signer::Signer;
 use object_store::{BackoffConfig, RetryConfig};
 
 use super::{LocalBackend, ObjectStoreBackend, Store};
@@ -38,38 +39,54 @@ pub fn open(data: &str) -> Result<Store, OpenError> {
     };
     let url = url::Url::parse(data).map_err(|e| OpenError::Url(data.into(), e.to_string()))?;
     let bucket_url = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
-    let store: Arc<dyn ObjectStore> = match scheme {
-        "s3" | "s3a" => Arc::new(
+    let prefix = url.path().trim_matches('/');
+    let backend_error = |e| OpenError::Backend(data.into(), e);
+    let (store, signer) = match scheme {
+        "s3" | "s3a" => signing(
             AmazonS3Builder::from_env()
                 .with_url(bucket_url.replace("s3a://", "s3://"))
                 .with_retry(retry())
                 .build()
-                .map_err(|e| OpenError::Backend(data.into(), e))?,
+                .map_err(backend_error)?,
+            prefix,
         ),
-        "gs" => Arc::new(
+        "gs" => signing(
             GoogleCloudStorageBuilder::from_env()
                 .with_url(&bucket_url)
                 .with_retry(retry())
                 .build()
-                .map_err(|e| OpenError::Backend(data.into(), e))?,
+                .map_err(backend_error)?,
+            prefix,
         ),
-        "az" | "abfs" | "abfss" => Arc::new(
+        "az" | "abfs" | "abfss" => signing(
             MicrosoftAzureBuilder::from_env()
                 .with_url(data)
                 .with_retry(retry())
                 .build()
-                .map_err(|e| OpenError::Backend(data.into(), e))?,
+                .map_err(backend_error)?,
+            // An abfs URL names its path inside the container itself.
+            if scheme.starts_with("ab") { "" } else { prefix },
         ),
         "file" => return open_local(url.path()),
         other => return Err(OpenError::Scheme(other.into())),
     };
-    let prefix = url.path().trim_matches('/');
-    let store: Arc<dyn ObjectStore> = if prefix.is_empty() || scheme.starts_with("ab") {
-        store
+    let backend = ObjectStoreBackend::new(store, data).with_signer(signer);
+    Ok(Store::new(Arc::new(backend)))
+}
+
+/// One bucket client as both the store and the signer of its URLs, under
+/// `prefix` if there is one (the signer then signs prefixed keys too).
+fn signing<T: ObjectStore + Signer>(
+    store: T,
+    prefix: &str,
+) -> (Arc<dyn ObjectStore>, Arc<dyn Signer>) {
+    if prefix.is_empty() {
+        let store = Arc::new(store);
+        (store.clone(), store)
     } else {
-        Arc::new(PrefixStore::new(store, prefix))
-    };
-    Ok(Store::new(Arc::new(ObjectStoreBackend::new(store, data))))
+        let store = Arc::new(PrefixStore::new(store, prefix));
+        (store.clone(), store)
+    }
 }
 
 /// Retries that ride out a blip but surface an outage to clients (as `503`)

@@ -246,6 +246,24 @@ impl Backend for LocalBackend {
     async fn probe(&self) -> Result<(), StoreError> {
         self.objects.probe().await
     }
+
+    async fn head_object(&self, key: &Path) -> Result<ObjectInfo, StoreError> {
+        self.objects.head_object(key).await
+    }
+
+    fn can_sign(&self) -> bool {
+        false
+    }
+
+    async fn signed_blob_url(
+        &self,
+        _digest: &Digest,
+        _expires_in: std::time::Duration,
+    ) -> Result<url::Url, StoreError> {
+        Err(StoreError::Unsupported(
+            "local disk cannot sign URLs; its blobs are served by the server".into(),
+        ))
+    }
 }
 
 /// An opened local blob file.
