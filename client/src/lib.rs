@@ -1,6 +1,12 @@
 //! `ferry`, the submit client: stages local files on ferry-server, manages
 //! bundles, and wraps spark-submit so dependencies reach the pods through
 //! the `ferry-init` init container.
+//!
+//! The subcommands (`command/`) are thin edges over libraries:
+//! [`staging`] (hash, upload, create a bundle), [`submission`] (what a
+//! Spark submission stages, fetches, rewrites and who owns it, whatever
+//! its front end), [`spark`] (the spark-submit front end) and [`k8s`] (the
+//! Secret and pod templates).
 
 pub mod api;
 pub mod command;
@@ -10,6 +16,8 @@ pub mod hash;
 pub mod k8s;
 pub mod progress;
 pub mod spark;
+pub mod staging;
+pub mod submission;
 
 use std::path::PathBuf;
 

@@ -2,8 +2,9 @@
 //!
 //! Everything that crosses a process boundary (the HTTP API between `ferry`
 //! and `ferry-server`, the fetch plan between `ferry submit` and `ferry-init`,
-//! the URIs a user writes) is parsed and printed here, once, so the binaries
-//! cannot drift apart. Nothing in this crate does I/O.
+//! the URIs a user writes, the label selector naming the pods that own a
+//! bundle) is parsed and printed here, once, so the binaries cannot drift
+//! apart. Nothing in this crate does I/O.
 
 pub mod api;
 pub mod bundle;
@@ -11,11 +12,13 @@ pub mod digest;
 pub mod path;
 pub mod plan;
 pub mod range;
+pub mod selector;
 pub mod ttl;
 pub mod uri;
 
 pub use bundle::{BundleId, BundleName, BundleRef};
 pub use digest::{Digest, DigestError, Sha256Hasher};
 pub use path::{EntryPath, PathError};
+pub use selector::{Selector, SelectorError};
 pub use ttl::Ttl;
 pub use uri::{SourceUri, UriError};

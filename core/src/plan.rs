@@ -1,7 +1,13 @@
 //! The fetch plan: what `ferry-init` fetches and where each item lands.
 //!
-//! `ferry submit` writes it (into the pod template, as JSON); `ferry-init
-//! --plan FILE` reads it. Schema (version 1):
+//! This is the contract between the client and the init container, one
+//! type on both sides. `ferry submit` builds a plan (the staged bundle with
+//! its groups and their directories, then each remote URI with its
+//! directory and file name) and writes it into the init container of the
+//! pod templates as `ferry-init --plan-json '<plan>'`; `ferry-init` reads it
+//! from there, from `FERRY_PLAN_JSON`, or from a file (`--plan FILE`).
+//!
+//! Schema, version 1 (the README's "fetch plan" section shows the same):
 //!
 //! ```json
 //! {
@@ -13,12 +19,26 @@
 //!   ]
 //! }
 //! ```
+//!
+//! - `version`: `1`.
+//! - `items[].uri`: any [`SourceUri`], optionally pinned with `#sha256=<hex>`.
+//! - `items[].dest`: absolute directory the item lands in.
+//! - `items[].name`: optional path under `dest` (default: the URI's last
+//!   segment); ignored for whole bundles and bundle folders.
+//! - `items[].groups`: optional, for whole bundles: top-level folder →
+//!   absolute directory.
+//!
+//! How the schema evolves: unknown fields are refused, so a ferry-init that
+//! predates a field refuses a plan using it instead of silently doing less
+//! (say, leaving an archive packed). A new field is therefore optional, and
+//! its absence means what version 1 does today, so every plan written now
+//! stays valid; a change that is not additive raises `version`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{EntryPath, SourceUri};
+use crate::{BundleRef, EntryPath, SourceUri};
 
 /// The only plan version this build reads and writes.
 pub const PLAN_VERSION: u32 = 1;
@@ -30,7 +50,7 @@ pub struct FetchPlan {
     pub items: Vec<PlanItem>,
 }
 
-/// One URI and where it lands.
+/// One URI and where it lands (the fields are described in the module doc).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanItem {
@@ -60,6 +80,30 @@ pub enum PlanError {
         uri: String,
         dest: String,
     },
+}
+
+impl PlanItem {
+    /// A whole bundle: an entry under a top-level folder named in `groups`
+    /// lands in that folder's directory with the folder stripped, any other
+    /// under `dest` with its full path.
+    pub fn bundle(bundle: &BundleRef, dest: String, groups: BTreeMap<String, String>) -> Self {
+        Self {
+            uri: SourceUri::bundle(bundle),
+            dest,
+            name: None,
+            groups,
+        }
+    }
+
+    /// One file, landing at `dest/name`.
+    pub fn file(uri: SourceUri, dest: String, name: EntryPath) -> Self {
+        Self {
+            uri,
+            dest,
+            name: Some(name),
+            groups: BTreeMap::new(),
+        }
+    }
 }
 
 impl FetchPlan {

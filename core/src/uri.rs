@@ -12,16 +12,56 @@
 //! | `local:///<path>` | already in the image, not copied |
 //!
 //! Any of them may end in `#sha256=<64 hex>` to pin the content.
+//!
+//! The other direction, a path made into a URI ([`encode_path`],
+//! [`local_uri`]), is here too, with the one set of characters that must be
+//! escaped, so what `ferry submit` writes is what this parser (and Spark)
+//! reads back.
 
 use std::fmt;
 use std::str::FromStr;
 
-use percent_encoding::percent_decode_str;
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::Url;
 
 use crate::bundle::{BundleRef, BundleRefError};
 use crate::{Digest, EntryPath, PathError};
+
+/// Characters escaped when a path goes into a URI: what `java.net.URI`
+/// (Spark's parser) refuses in a path — controls, space, `"`, `#`, `%`,
+/// `<`, `>`, `?`, `[`, `\`, `]`, `^`, `` ` ``, `{`, `|`, `}` — and `,`, which
+/// splits Spark's lists (`spark.jars=a,b`). Non-ASCII is always escaped
+/// (UTF-8 bytes).
+pub const PATH_ESCAPES: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}')
+    .add(b',');
+
+/// Percent-encodes `path` with [`PATH_ESCAPES`]; `/` stays a separator.
+pub fn encode_path(path: &str) -> String {
+    utf8_percent_encode(path, PATH_ESCAPES).to_string()
+}
+
+/// `local://<path>` for an absolute path inside a pod: a file Spark opens
+/// where it is, which [`SourceUri::parse`] reads back as
+/// [`SourceKind::Local`] of the same path.
+pub fn local_uri(path: &str) -> String {
+    format!("local://{}", encode_path(path))
+}
 
 /// Why a URI cannot be fetched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -171,6 +211,18 @@ impl SourceUri {
             kind,
             pin,
         })
+    }
+
+    /// `ferry://<bundle>`: the whole bundle.
+    pub fn bundle(bundle: &BundleRef) -> Self {
+        Self {
+            text: format!("ferry://{bundle}"),
+            kind: SourceKind::Ferry {
+                bundle: bundle.clone(),
+                path: None,
+            },
+            pin: None,
+        }
     }
 
     pub fn kind(&self) -> &SourceKind {
@@ -456,6 +508,37 @@ mod tests {
             SourceUri::parse("abfs://acct/x"),
             Err(UriError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn encoded_paths_carry_awkward_names_through_spark_lists() {
+        assert_eq!(encode_path("a,b 100%.jar"), "a%2Cb%20100%25.jar");
+        assert_eq!(
+            encode_path("/var/ferry/jars/x#1?.jar"),
+            "/var/ferry/jars/x%231%3F.jar"
+        );
+        assert_eq!(encode_path("é[1].jar"), "%C3%A9%5B1%5D.jar");
+        assert_eq!(
+            local_uri("/var/ferry/app/job,v2.jar"),
+            "local:///var/ferry/app/job%2Cv2.jar"
+        );
+    }
+
+    #[test]
+    fn a_bundle_uri_names_the_whole_bundle() {
+        let bundle = BundleRef::parse("team-libs").unwrap();
+        let uri = SourceUri::bundle(&bundle);
+        assert_eq!(uri, SourceUri::parse("ferry://team-libs").unwrap());
+        assert!(uri.is_many());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn local_uris_parse_back_to_their_path(path in "/[^\\x00]{0,40}") {
+            let uri = SourceUri::parse(&local_uri(&path)).unwrap();
+            proptest::prop_assert_eq!(uri.kind(), &SourceKind::Local(path.clone()));
+            proptest::prop_assert!(!local_uri(&path).contains(','));
+        }
     }
 
     #[test]

@@ -14,5 +14,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # glibc, libgcc and CA certificates; no shell. "nonroot" is uid/gid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/ferry-init /usr/local/bin/ferry-init
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="ferry-init" \
+      org.opencontainers.image.description="ferry init container: fetches a pod's dependencies, verified, into its volumes" \
+      org.opencontainers.image.version="$VERSION" \
+      org.opencontainers.image.source="https://github.com/ferry-dev/ferry" \
+      org.opencontainers.image.licenses="Apache-2.0"
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/ferry-init"]

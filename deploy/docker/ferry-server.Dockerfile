@@ -18,6 +18,12 @@ COPY --from=build /out/ferry-server /usr/local/bin/ferry-server
 # Local data lands here unless --data/FERRY_DATA says otherwise; mount a
 # volume there to keep it.
 COPY --from=build --chown=65532:65532 /out/data /var/lib/ferry/data
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="ferry-server" \
+      org.opencontainers.image.description="ferry staging server: content-addressed blobs and bundles for batch job dependencies" \
+      org.opencontainers.image.version="$VERSION" \
+      org.opencontainers.image.source="https://github.com/ferry-dev/ferry" \
+      org.opencontainers.image.licenses="Apache-2.0"
 USER 65532:65532
 WORKDIR /var/lib/ferry
 ENV FERRY_LISTEN=0.0.0.0:7070 FERRY_DATA=/var/lib/ferry/data

@@ -5,7 +5,9 @@
 #![no_main]
 use std::collections::BTreeMap;
 
-use ferry_client::spark::{self, SparkSubmit, encode_path};
+use ferry_client::spark::{self, SparkSubmit};
+use ferry_client::submission::Dependency;
+use ferry_core::uri::local_uri;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
@@ -18,8 +20,9 @@ fuzz_target!(|text: &str| {
     for dep in &deps {
         let _ = dep.origin();
     }
-    let replace = |dep: &spark::Dependency| {
-        Some(format!("local:///var/ferry/x/{}", encode_path(&dep.file_name())))
+    let replace = |dep: &Dependency| {
+        let name = dep.location.rsplit('/').next().unwrap_or_default();
+        Some(local_uri(&format!("/var/ferry/x/{name}")))
     };
     let rewritten = spark::rewrite(
         &submit,

@@ -1,17 +1,18 @@
 //! Command line and environment, parsed then validated into a [`Config`].
 //!
-//! Items come from three places that can be combined: positional URIs
-//! (landing in `--into`, whole bundles split by `--dest GROUP=DIR`), a JSON
-//! `--plan` file (`ferry_core::plan`, written by `ferry submit`), and
-//! Spark-style comma lists (`--spark-jars`, `--spark-files`) so a Spark user
-//! can pass what they already write in `spark.jars` / `spark.files`.
+//! Items come from three places that can be combined: a fetch plan
+//! (`ferry_core::plan`), inline with `--plan-json` as `ferry submit` writes
+//! it into pod templates or from a `--plan` file; positional URIs (landing
+//! in `--into`, whole bundles split by `--dest GROUP=DIR`); and Spark-style
+//! comma lists (`--spark-jars`, `--spark-files`) so a Spark user can pass
+//! what they already write in `spark.jars` / `spark.files`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use ferry_core::plan::FetchPlan;
+use ferry_core::plan::{FetchPlan, PlanItem};
 use ferry_core::{EntryPath, SourceUri};
 use ferry_io::RetryPolicy;
 use url::Url;
@@ -33,9 +34,19 @@ pub struct Cli {
     #[arg(long, env = "FERRY_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
-    /// JSON fetch plan (schema version 1: {"version":1,"items":[{"uri","dest","name"?,"groups"?}]}).
+    /// JSON fetch plan file (schema version 1: {"version":1,"items":[{"uri","dest","name"?,"groups"?}]}).
     #[arg(long, env = "FERRY_PLAN", value_name = "FILE")]
     pub plan: Option<PathBuf>,
+
+    /// The fetch plan itself, inline (same schema as --plan); `ferry submit`
+    /// writes it into the pod templates this way.
+    #[arg(
+        long,
+        env = "FERRY_PLAN_JSON",
+        value_name = "JSON",
+        conflicts_with = "plan"
+    )]
+    pub plan_json: Option<String>,
 
     /// Directory that positional URIs land in (and whole-bundle entries
     /// outside every --dest group).
@@ -117,6 +128,31 @@ pub struct Cli {
     #[arg(long, short, env = "FERRY_QUIET")]
     pub quiet: bool,
 
+    /// Instead of fetching: make --cache-dir and everything in it belong to
+    /// UID:GID (folders mode 0700), then exit. For the init step that runs
+    /// as root before ferry-init when the node cache is a hostPath the
+    /// kubelet created root-owned.
+    #[arg(
+        long,
+        env = "FERRY_PREPARE_CACHE_FOR",
+        value_name = "UID:GID",
+        requires = "cache_dir"
+    )]
+    pub prepare_cache_for: Option<String>,
+
+    /// On failure, the failed items are also written here, where Kubernetes
+    /// reads a container's termination message (its
+    /// terminationMessagePath), so `kubectl describe pod` shows why. Written
+    /// only when the file already exists, as the kubelet makes it; never
+    /// created.
+    #[arg(
+        long,
+        env = "FERRY_TERMINATION_LOG",
+        value_name = "FILE",
+        default_value = "/dev/termination-log"
+    )]
+    pub termination_log: PathBuf,
+
     /// URIs to fetch into --into; any may end in #sha256=<hex>.
     #[arg(value_name = "URI")]
     pub uris: Vec<String>,
@@ -142,6 +178,21 @@ pub struct Item {
     pub groups: BTreeMap<String, PathBuf>,
 }
 
+impl From<PlanItem> for Item {
+    fn from(item: PlanItem) -> Self {
+        Self {
+            uri: item.uri,
+            dest: Some(PathBuf::from(item.dest)),
+            name: item.name,
+            groups: item
+                .groups
+                .into_iter()
+                .map(|(group, dir)| (group, PathBuf::from(dir)))
+                .collect(),
+        }
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -164,85 +215,11 @@ impl Config {
     pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
         let cwd = std::env::current_dir()
             .map_err(|e| ConfigError(format!("cannot read the current directory: {e}")))?;
-        let absolute = |p: &Path| cwd.join(p);
-        let into = cli.into.as_deref().map(absolute);
-        let mut groups = BTreeMap::new();
-        for spec in &cli.dest {
-            let (group, dir) = spec.split_once('=').ok_or_else(|| {
-                ConfigError(format!(
-                    "--dest {spec:?}: expected GROUP=DIR, e.g. jars=/var/ferry/jars"
-                ))
-            })?;
-            if group.is_empty() || group.contains('/') || dir.is_empty() {
-                return Err(ConfigError(format!(
-                    "--dest {spec:?}: GROUP is one top-level folder name and DIR a directory"
-                )));
-            }
-            groups.insert(group.to_owned(), absolute(Path::new(dir)));
-        }
-        let mut items = Vec::new();
-        if let Some(plan) = &cli.plan {
-            let text = std::fs::read_to_string(plan)
-                .map_err(|e| ConfigError(format!("cannot read --plan {}: {e}", plan.display())))?;
-            let plan = FetchPlan::from_json(&text)
-                .map_err(|e| ConfigError(format!("--plan {}: {e}", plan.display())))?;
-            items.extend(plan.items.into_iter().map(|item| {
-                Item {
-                    uri: item.uri,
-                    dest: Some(PathBuf::from(item.dest)),
-                    name: item.name,
-                    groups: item
-                        .groups
-                        .into_iter()
-                        .map(|(k, v)| (k, PathBuf::from(v)))
-                        .collect(),
-                }
-            }));
-        }
-        for text in &cli.uris {
-            let uri = parse_uri(text)?;
-            let groups_place_it = uri.is_many() && !groups.is_empty();
-            if into.is_none() && !groups_place_it {
-                return Err(ConfigError(format!(
-                    "{uri}: pass --into DIR to say where positional URIs land"
-                )));
-            }
-            items.push(Item {
-                uri,
-                dest: into.clone(),
-                name: None,
-                groups: groups.clone(),
-            });
-        }
-        for (list, dir, flag, dir_flag) in [
-            (&cli.spark_jars, &cli.jars_dir, "--spark-jars", "--jars-dir"),
-            (
-                &cli.spark_files,
-                &cli.files_dir,
-                "--spark-files",
-                "--files-dir",
-            ),
-        ] {
-            let Some(list) = list else { continue };
-            let dest = dir.as_deref().map(absolute).or_else(|| into.clone());
-            for text in spark_list(list) {
-                let uri = parse_uri(text)?;
-                if dest.is_none() {
-                    return Err(ConfigError(format!(
-                        "{flag} {uri}: pass {dir_flag} or --into"
-                    )));
-                }
-                items.push(Item {
-                    uri,
-                    dest: dest.clone(),
-                    name: None,
-                    groups: groups.clone(),
-                });
-            }
-        }
+        let mut items = plan_items(&cli)?;
+        items.extend(command_line_items(&cli, &cwd)?);
         if items.is_empty() {
             return Err(ConfigError(
-                "nothing to fetch: give URIs, --plan FILE, or --spark-jars/--spark-files".into(),
+                "nothing to fetch: give URIs, --plan FILE, --plan-json JSON, or --spark-jars/--spark-files".into(),
             ));
         }
         if cli.jobs == 0 {
@@ -252,7 +229,7 @@ impl Config {
             server: cli.server,
             tokens: TokenSource::from_path(cli.token_file.as_deref()),
             items,
-            cache_dir: cli.cache_dir.as_deref().map(absolute),
+            cache_dir: cli.cache_dir.as_deref().map(|dir| cwd.join(dir)),
             jobs: cli.jobs,
             retry: RetryPolicy {
                 retries: cli.retries,
@@ -268,6 +245,93 @@ impl Config {
             quiet: cli.quiet,
         })
     }
+}
+
+/// The items of the fetch plan, from `--plan FILE` or `--plan-json`.
+fn plan_items(cli: &Cli) -> Result<Vec<Item>, ConfigError> {
+    let plan = match (&cli.plan, &cli.plan_json) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("cannot read --plan {}: {e}", path.display())))?;
+            FetchPlan::from_json(&text)
+                .map_err(|e| ConfigError(format!("--plan {}: {e}", path.display())))?
+        }
+        (None, Some(json)) => {
+            FetchPlan::from_json(json).map_err(|e| ConfigError(format!("--plan-json: {e}")))?
+        }
+        (None, None) => return Ok(Vec::new()),
+    };
+    Ok(plan.items.into_iter().map(Item::from).collect())
+}
+
+/// The items of positional URIs and the Spark-style lists, placed by
+/// `--into`, `--dest`, `--jars-dir` and `--files-dir` (relative to `cwd`).
+fn command_line_items(cli: &Cli, cwd: &Path) -> Result<Vec<Item>, ConfigError> {
+    let absolute = |p: &Path| cwd.join(p);
+    let into = cli.into.as_deref().map(absolute);
+    let groups = dest_groups(&cli.dest, cwd)?;
+    let mut items = Vec::new();
+    for text in &cli.uris {
+        let uri = parse_uri(text)?;
+        let groups_place_it = uri.is_many() && !groups.is_empty();
+        if into.is_none() && !groups_place_it {
+            return Err(ConfigError(format!(
+                "{uri}: pass --into DIR to say where positional URIs land"
+            )));
+        }
+        items.push(Item {
+            uri,
+            dest: into.clone(),
+            name: None,
+            groups: groups.clone(),
+        });
+    }
+    for (list, dir, flag, dir_flag) in [
+        (&cli.spark_jars, &cli.jars_dir, "--spark-jars", "--jars-dir"),
+        (
+            &cli.spark_files,
+            &cli.files_dir,
+            "--spark-files",
+            "--files-dir",
+        ),
+    ] {
+        let Some(list) = list else { continue };
+        let dest = dir.as_deref().map(absolute).or_else(|| into.clone());
+        for text in spark_list(list) {
+            let uri = parse_uri(text)?;
+            if dest.is_none() {
+                return Err(ConfigError(format!(
+                    "{flag} {uri}: pass {dir_flag} or --into"
+                )));
+            }
+            items.push(Item {
+                uri,
+                dest: dest.clone(),
+                name: None,
+                groups: groups.clone(),
+            });
+        }
+    }
+    Ok(items)
+}
+
+/// `--dest GROUP=DIR` flags as group → absolute directory.
+fn dest_groups(specs: &[String], cwd: &Path) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
+    let mut groups = BTreeMap::new();
+    for spec in specs {
+        let (group, dir) = spec.split_once('=').ok_or_else(|| {
+            ConfigError(format!(
+                "--dest {spec:?}: expected GROUP=DIR, e.g. jars=/var/ferry/jars"
+            ))
+        })?;
+        if group.is_empty() || group.contains('/') || dir.is_empty() {
+            return Err(ConfigError(format!(
+                "--dest {spec:?}: GROUP is one top-level folder name and DIR a directory"
+            )));
+        }
+        groups.insert(group.to_owned(), cwd.join(dir));
+    }
+    Ok(groups)
 }
 
 fn parse_uri(text: &str) -> Result<SourceUri, ConfigError> {
@@ -353,5 +417,39 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("absolute"), "{error}");
+    }
+
+    #[test]
+    fn an_inline_plan_is_the_same_plan_as_a_file() {
+        let json = r#"{"version":1,"items":[
+            {"uri":"ferry://libs","dest":"/var/ferry/other","groups":{"jars":"/var/ferry/jars"}},
+            {"uri":"s3a://b/x.jar","dest":"/var/ferry/jars","name":"x.jar"}]}"#;
+        let inline = config(&["--plan-json", json]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plan.json");
+        std::fs::write(&file, json).unwrap();
+        let from_file = config(&["--plan", file.to_str().unwrap()]).unwrap();
+        let facts = |c: &Config| -> Vec<_> {
+            c.items
+                .iter()
+                .map(|i| {
+                    (
+                        i.uri.to_string(),
+                        i.dest.clone(),
+                        i.name.clone(),
+                        i.groups.clone(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(facts(&inline), facts(&from_file));
+        assert_eq!(inline.items.len(), 2);
+        assert_eq!(inline.items[1].name.as_ref().unwrap().as_str(), "x.jar");
+        let error = config(&["--plan-json", "{\"version\":1}"]).unwrap_err();
+        assert!(error.to_string().starts_with("--plan-json:"), "{error}");
+        assert!(
+            Cli::try_parse_from(["ferry-init", "--plan", "p", "--plan-json", json]).is_err(),
+            "one plan per run"
+        );
     }
 }

@@ -122,6 +122,52 @@ impl Report {
     }
 }
 
+/// Kubernetes keeps at most this many bytes of a termination message.
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+impl Report {
+    /// What `kubectl describe pod` should show for a failed run: the
+    /// summary, then one line per failed item, within
+    /// [`TERMINATION_MESSAGE_LIMIT`] bytes (failures that do not fit are
+    /// counted instead).
+    pub fn termination_message(&self) -> String {
+        let mut lines = self.lines(LogFormat::Text, false);
+        let summary = lines.pop().unwrap_or_default();
+        fit_lines(&summary, &lines, TERMINATION_MESSAGE_LIMIT)
+    }
+}
+
+/// `first`, then as many of `lines` as fit in `limit` bytes with room left
+/// for a closing "... and N more" line when some do not.
+pub fn fit_lines(first: &str, lines: &[String], limit: usize) -> String {
+    let mut message = first.to_owned();
+    for (i, line) in lines.iter().enumerate() {
+        let left = lines.len() - i - 1;
+        let more = if left == 0 {
+            String::new()
+        } else {
+            format!("\nferry-init: ... and {left} more failed items (see the container log)")
+        };
+        if message.len() + 1 + line.len() + more.len() > limit {
+            message.push_str(&format!(
+                "\nferry-init: ... and {} more failed items (see the container log)",
+                lines.len() - i
+            ));
+            break;
+        }
+        message.push('\n');
+        message.push_str(line);
+    }
+    if message.len() > limit {
+        let mut cut = limit;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    message
+}
+
 fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
@@ -171,6 +217,32 @@ mod tests {
         );
         assert!(lines[1].contains("1 of 2 items in place"), "{}", lines[1]);
         assert!(lines[1].contains("1 from cache") && lines[1].contains("2.0 KiB in place"));
+    }
+
+    #[test]
+    fn termination_message_sums_up_then_names_failures_within_the_limit() {
+        let message = report().termination_message();
+        let lines: Vec<&str> = message.lines().collect();
+        assert!(lines[0].contains("1 of 2 items in place"), "{message}");
+        assert_eq!(
+            lines[1],
+            "ferry-init: FAILED s3://b/x.jar -> /d/x.jar: not found: s3://b/x.jar"
+        );
+
+        let failures: Vec<String> = (0..500)
+            .map(|i| format!("ferry-init: FAILED https://h/{i}.jar: connection refused"))
+            .collect();
+        let long = fit_lines("summary", &failures, TERMINATION_MESSAGE_LIMIT);
+        assert!(long.len() <= TERMINATION_MESSAGE_LIMIT, "{}", long.len());
+        assert!(long.starts_with("summary\nferry-init: FAILED https://h/0.jar"));
+        let shown = long.lines().filter(|l| l.contains("FAILED")).count();
+        assert!(
+            long.ends_with(&format!(
+                "... and {} more failed items (see the container log)",
+                500 - shown
+            )),
+            "{long}"
+        );
     }
 
     #[test]

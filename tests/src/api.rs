@@ -1,4 +1,9 @@
-//! A small blocking HTTP client for ferry-server's API, for tests.
+//! A small blocking HTTP client for ferry-server's API, for tests, and raw
+//! HTTP/1.1 for uploads held open on purpose.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use ferry_core::Digest;
 use reqwest::blocking::{Client, Response};
@@ -113,4 +118,40 @@ impl ApiClient {
             .unwrap_or_default()
             .to_owned()
     }
+}
+
+/// Starts `PUT /v1/blobs/{digest}` on 127.0.0.1:`port` declaring `declared`
+/// bytes but sending only `sent`, and returns the open connection (send the
+/// rest, or not, then [`read_status`]).
+pub fn start_partial_put(
+    port: u16,
+    token: &str,
+    digest: &Digest,
+    declared: usize,
+    sent: &[u8],
+) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the server");
+    write!(
+        stream,
+        "PUT /v1/blobs/{digest} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Length: {declared}\r\n\r\n"
+    )
+    .expect("send request head");
+    stream.write_all(sent).expect("send body");
+    stream.flush().expect("flush");
+    stream
+}
+
+/// The status line of the response on `stream` (empty if none came within
+/// `timeout`).
+pub fn read_status(stream: &mut TcpStream, timeout: Duration) -> String {
+    stream
+        .set_read_timeout(Some(timeout))
+        .expect("read timeout");
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -10,14 +10,21 @@
 
 pub mod api;
 pub mod azurite;
+pub mod cluster;
 pub mod disk;
+pub mod dockerfile;
 pub mod gcs;
 pub mod init;
+pub mod kube_mock;
+pub mod kubelet;
 pub mod moto;
 pub mod nginx;
+pub mod podman;
 pub mod process;
 pub mod prometheus;
+pub mod relay;
 pub mod server;
+pub mod spark_image;
 pub mod tls;
 
 use std::net::TcpListener;

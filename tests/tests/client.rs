@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use ferry_core::Digest;
+use ferry_core::plan::FetchPlan;
 use ferry_tests::api::ApiClient;
 use ferry_tests::{FerryServer, bin, free_port, pseudo_random_bytes};
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -776,6 +777,8 @@ fn expected_command(project: &SparkProject, submission: &str, templates: &Path) 
     expected.extend([
         "--conf".into(),
         "spark.kubernetes.namespace=spark-jobs".into(),
+        "--conf".into(),
+        "spark.kubernetes.jars.avoidDownloadSchemes=local".into(),
         "local:///var/ferry/app/job%2Cv2.jar".into(),
         "--input".into(),
         "arg with space".into(),
@@ -888,21 +891,28 @@ fn submit_dry_run_rewrites_every_dependency_and_emits_parseable_objects() {
             Some("registry.example/ferry-init:test")
         );
         let init_args = init.args.as_ref().unwrap();
-        assert_eq!(init_args.last().unwrap(), &format!("ferry://{bundle}"));
         assert!(
             init_args
                 .windows(2)
                 .any(|w| w[0] == "--server" && w[1] == "http://ferry.ferry-system.svc:7070")
         );
-        assert!(
-            init_args
-                .windows(2)
-                .any(|w| w[0] == "--spark-jars" && w[1] == "s3a://bucket/remote.jar")
-        );
-        assert!(
-            init_args
-                .windows(2)
-                .any(|w| w[0] == "--spark-files" && w[1] == "http://127.0.0.1:9/data.csv")
+        // The fetch plan comes last: the bundle by group, then each remote
+        // dependency into its group's directory.
+        assert_eq!(init_args[init_args.len() - 2], "--plan-json");
+        let plan = FetchPlan::from_json(init_args.last().unwrap()).expect("a fetch plan");
+        assert_eq!(plan.items[0].uri.to_string(), format!("ferry://{bundle}"));
+        assert_eq!(plan.items[0].groups["jars"], "/var/ferry/jars");
+        assert_eq!(plan.items[0].groups["app"], "/var/ferry/app");
+        let remote: Vec<(String, &str)> = plan.items[1..]
+            .iter()
+            .map(|i| (i.uri.to_string(), i.dest.as_str()))
+            .collect();
+        assert_eq!(
+            remote,
+            [
+                ("s3a://bucket/remote.jar".to_owned(), "/var/ferry/jars"),
+                ("http://127.0.0.1:9/data.csv".to_owned(), "/var/ferry/files"),
+            ]
         );
         // ferry-init is not root: it reads the root-owned token via the fsGroup.
         assert_eq!(
@@ -1081,28 +1091,20 @@ fn submit_runs_spark_submit_with_the_rewritten_command_and_ferry_init_delivers_t
     let token_file = project.dir.path().join("pod-token");
     std::fs::write(&token_file, &token).unwrap();
     let mut mapped = Vec::new();
-    let mut skip = false;
     for (i, arg) in init_args.iter().enumerate() {
-        if skip {
-            skip = false;
-            continue;
-        }
-        if matches!(
-            arg.as_str(),
-            "--spark-jars" | "--spark-files" | "--jars-dir" | "--files-dir"
-        ) {
-            skip = true;
-            continue;
-        }
-        let arg = arg
-            .replace("/var/run/secrets/ferry/token", token_file.to_str().unwrap())
-            .replace("/var/ferry", root.to_str().unwrap());
-        let arg = if i > 0 && init_args[i - 1] == "--server" {
-            server.url.clone()
-        } else {
-            arg
+        let previous = i.checked_sub(1).map(|p| init_args[p].as_str());
+        let arg = match previous {
+            Some("--server") => server.url.clone(),
+            Some("--plan-json") => {
+                let mut plan = FetchPlan::from_json(arg).expect("a fetch plan");
+                plan.items
+                    .retain(|item| item.uri.as_str().starts_with("ferry://"));
+                assert_eq!(plan.items.len(), 1, "one bundle");
+                plan.to_json()
+            }
+            _ => arg.replace("/var/run/secrets/ferry/token", token_file.to_str().unwrap()),
         };
-        mapped.push(arg);
+        mapped.push(arg.replace("/var/ferry", root.to_str().unwrap()));
     }
     let init = Command::new(bin("ferry-init"))
         .args(&mapped)

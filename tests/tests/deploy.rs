@@ -13,14 +13,16 @@
 //! - Spark pod templates: parsed as Pods, compared with what `ferry submit`
 //!   generates, and their ferry-init arguments run against a real server.
 
-mod kube_mock;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ferry_core::SourceUri;
+use ferry_core::plan::FetchPlan;
 use ferry_tests::api::ApiClient;
+use ferry_tests::dockerfile::parse_dockerfile;
+use ferry_tests::kube_mock::KubeMock;
 use ferry_tests::moto::Moto;
 use ferry_tests::{
     Child, FerryServer, bin, free_port, require_tool, wait_for_port, workspace_root,
@@ -32,7 +34,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube_mock::KubeMock;
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "ferry-system";
@@ -102,50 +103,6 @@ fn workspace() -> Workspace {
 
 // ---------------------------------------------------------------------------
 // Dockerfiles
-
-/// One `FROM` stage: its image, optional name, and its instructions
-/// (keyword upper-cased, continuation lines joined).
-struct Stage {
-    image: String,
-    name: Option<String>,
-    instructions: Vec<(String, String)>,
-}
-
-fn parse_dockerfile(text: &str) -> Vec<Stage> {
-    let joined = text.replace("\\\n", " ");
-    let mut stages: Vec<Stage> = Vec::new();
-    for line in joined.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (keyword, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let keyword = keyword.to_ascii_uppercase();
-        let rest = rest.trim().to_owned();
-        if keyword == "FROM" {
-            let words: Vec<&str> = rest
-                .split_whitespace()
-                .filter(|w| !w.starts_with("--"))
-                .collect();
-            let name = match words.as_slice() {
-                [_, as_, name] if as_.eq_ignore_ascii_case("as") => Some((*name).to_owned()),
-                [_] => None,
-                other => panic!("unexpected FROM {other:?}"),
-            };
-            stages.push(Stage {
-                image: words[0].to_owned(),
-                name,
-                instructions: Vec::new(),
-            });
-        } else {
-            stages
-                .last_mut()
-                .expect("an instruction before the first FROM")
-                .instructions
-                .push((keyword, rest));
-        }
-    }
-    stages
-}
 
 /// `name:tag` with a tag that is not `latest`, or a digest.
 fn image_is_pinned(image: &str) -> bool {
@@ -1134,6 +1091,15 @@ fn spark_templates_match_the_clients_and_their_init_args_fetch_a_staged_bundle()
         let init = &inits[0];
         assert_eq!(init.name, generated_init.name, "{role}");
         assert_eq!(
+            init.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError"),
+            "{role}: kubectl describe shows why ferry-init failed"
+        );
+        assert_eq!(
+            init.termination_message_policy, generated_init.termination_message_policy,
+            "{role}"
+        );
+        assert_eq!(
             init.image, generated_init.image,
             "{role}: the client's default image"
         );
@@ -1143,13 +1109,21 @@ fn spark_templates_match_the_clients_and_their_init_args_fetch_a_staged_bundle()
         );
         let args = init.args.clone().unwrap();
         let generated_args = generated_init.args.as_ref().unwrap();
-        // Same options; only the bundle differs (a named one here).
+        // Same options and the same fetch plan (the last argument); only the
+        // bundle differs (a named one here).
         assert_eq!(
             args[..args.len() - 1],
             generated_args[..generated_args.len() - 1],
             "{role}: ferry-init options differ from the client's"
         );
-        assert_eq!(args.last().unwrap(), "ferry://my-job-deps");
+        let plan = FetchPlan::from_json(args.last().unwrap())
+            .unwrap_or_else(|e| panic!("{role}: the template's plan: {e}"));
+        let mut generated_plan = FetchPlan::from_json(generated_args.last().unwrap()).unwrap();
+        generated_plan.items[0].uri = SourceUri::parse("ferry://my-job-deps").unwrap();
+        assert_eq!(
+            plan, generated_plan,
+            "{role}: the template fetches what the client's does"
+        );
         assert_eq!(
             mounts_of(init),
             mounts_of(generated_init),

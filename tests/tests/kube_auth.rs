@@ -6,13 +6,13 @@
 //! including `ferry --kube-token`; it does not show a real API server's
 //! token validation.
 
-mod kube_mock;
-
 use std::process::Command;
 
 use ferry_tests::api::ApiClient;
+use ferry_tests::kube_mock::{
+    CI_PUBLISHER_TOKEN, HUMAN_TOKEN, KubeMock, SPARK_SUBMITTER_TOKEN, UNKNOWN_TOKEN,
+};
 use ferry_tests::{FerryServer, bin};
-use kube_mock::{CI_PUBLISHER_TOKEN, HUMAN_TOKEN, KubeMock, SPARK_SUBMITTER_TOKEN, UNKNOWN_TOKEN};
 use serde_json::{Value, json};
 
 fn upload_status(server: &FerryServer, token: &str, bytes: &[u8]) -> u16 {

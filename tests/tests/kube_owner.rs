@@ -5,13 +5,11 @@
 //! so this shows the wiring (kubeconfig, list, watch events, namespaced
 //! stores, the owner loop, deletion) and not a real cluster's behaviour.
 
-mod kube_mock;
-
 use std::time::Duration;
 
 use ferry_tests::FerryServer;
 use ferry_tests::api::ApiClient;
-use kube_mock::KubeMock;
+use ferry_tests::kube_mock::KubeMock;
 use serde_json::json;
 
 const LABEL: &str = "ferry.dev/submission";

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferry_core::Digest;
-use ferry_tests::api::ApiClient;
+use ferry_tests::api::{ApiClient, read_status, start_partial_put};
 use ferry_tests::moto::Moto;
 use ferry_tests::{FerryServer, pseudo_random_bytes};
 use reqwest::Method;
@@ -47,36 +47,6 @@ fn assert_no_uploads_left(server: &FerryServer) {
         Vec::<std::path::PathBuf>::new(),
         "partial uploads left behind"
     );
-}
-
-/// Sends a PUT whose body stops after `sent` of `declared` bytes.
-fn start_partial_put(
-    server: &FerryServer,
-    digest: &Digest,
-    declared: usize,
-    sent: &[u8],
-) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    write!(
-        stream,
-        "PUT /v1/blobs/{digest} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Length: {declared}\r\n\r\n",
-        server.token
-    )
-    .unwrap();
-    stream.write_all(sent).unwrap();
-    stream.flush().unwrap();
-    stream
-}
-
-fn read_status(stream: &mut TcpStream, timeout: Duration) -> String {
-    stream.set_read_timeout(Some(timeout)).unwrap();
-    let mut buf = [0u8; 512];
-    let n = stream.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n])
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 // ---- the storage contract, run against each backend -------------------
@@ -655,7 +625,13 @@ fn body_cut_short_leaves_no_blob() {
     let api = client(&server);
     let data = pseudo_random_bytes(3, 1 << 20);
     let digest = Digest::of(&data);
-    let stream = start_partial_put(&server, &digest, data.len(), &data[..100_000]);
+    let stream = start_partial_put(
+        server.port,
+        &server.token,
+        &digest,
+        data.len(),
+        &data[..100_000],
+    );
     drop(stream);
     // Give the server a moment to notice the disconnect and clean up.
     assert_no_uploads_left(&server);
@@ -674,7 +650,13 @@ fn stalled_upload_is_cut_off_and_others_proceed() {
     let api = client(&server);
     let data = pseudo_random_bytes(4, 200_000);
     let digest = Digest::of(&data);
-    let mut stalled = start_partial_put(&server, &digest, data.len(), &data[..1000]);
+    let mut stalled = start_partial_put(
+        server.port,
+        &server.token,
+        &digest,
+        data.len(),
+        &data[..1000],
+    );
     // Meanwhile other clients are served.
     assert_eq!(api.put_blob(b"unaffected").status(), 201);
     let status = read_status(&mut stalled, Duration::from_secs(10));
@@ -839,7 +821,13 @@ fn sigterm_lets_an_inflight_upload_finish_then_exits() {
     let mut server = FerryServer::start();
     let data = pseudo_random_bytes(8, 300_000);
     let digest = Digest::of(&data);
-    let mut stream = start_partial_put(&server, &digest, data.len(), &data[..100_000]);
+    let mut stream = start_partial_put(
+        server.port,
+        &server.token,
+        &digest,
+        data.len(),
+        &data[..100_000],
+    );
     std::thread::sleep(Duration::from_millis(200));
     server.child.signal(15);
     std::thread::sleep(Duration::from_millis(300));

@@ -1,8 +1,8 @@
 //! `ferry bundles ls|show|rm`: manage staged bundles (the upload token can
 //! see them all).
 
+use super::{Output, parse_label};
 use crate::api::ApiClient;
-use crate::command::stage::{Output, parse_label};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BundlesCommand {

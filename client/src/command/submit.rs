@@ -2,24 +2,31 @@
 //! dependency as one bundle owned by the application's pods, hand the token
 //! to the pods as a Secret, add ferry-init to the pod templates, and run
 //! spark-submit with every dependency rewritten to a `local://` path.
+//!
+//! Four steps, each its own library function so each is tested without a
+//! server: *plan* ([`SparkPlan::new`]: what is staged, fetched, rewritten,
+//! owned), *stage* ([`crate::staging::stage`]), *render*
+//! ([`crate::spark::render::render`]: Secret, templates with the fetch
+//! plan, command, dry-run output) and *launch* (here: create or write the
+//! Secret, run spark-submit, pass on its exit code). This file is the edge:
+//! it reads the files the command names and does the I/O.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use ferry_core::Ttl;
-use ferry_core::api::Owner;
-use k8s_openapi::api::core::v1::Pod;
-use serde::Serialize;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 
+use super::Output;
 use crate::api::ApiClient;
-use crate::command::stage::{Output, StageRequest, stage};
-use crate::files::LocalFile;
-use crate::k8s::{self, InitSpec};
-use crate::spark::{self, Dependency, Kind, Origin, SparkSubmit, encode_path};
-
-/// Label put on driver and executor pods; the bundle lives while a pod has it.
-pub const SUBMISSION_LABEL: &str = "ferry.dev/submission";
+use crate::k8s;
+use crate::spark::render::{Rendered, render};
+use crate::spark::submission::{PlanOptions, Role, SparkPlan};
+use crate::spark::{self, SparkSubmit};
+use crate::staging::{StageOutcome, stage};
+use crate::submission::render::PodOptions;
+use crate::submission::{DepsDir, SubmissionId};
 
 #[derive(Debug, clap::Args)]
 pub struct SubmitArgs {
@@ -49,8 +56,8 @@ pub struct SubmitArgs {
     pub template_dir: Option<PathBuf>,
     /// Folder inside the pods where dependencies land (the shared volume's
     /// mount path); the rewritten command points there.
-    #[arg(long, env = "FERRY_DEPS_DIR", default_value = k8s::DEPS_DIR, value_parser = parse_deps_dir)]
-    pub deps_dir: String,
+    #[arg(long, env = "FERRY_DEPS_DIR", default_value = k8s::DEPS_DIR)]
+    pub deps_dir: DepsDir,
     /// hostPath of a node-local cache shared by ferry-init containers.
     #[arg(long, env = "FERRY_NODE_CACHE")]
     pub node_cache: Option<String>,
@@ -65,133 +72,136 @@ pub struct SubmitArgs {
     pub spark_submit: Vec<String>,
 }
 
-/// What a dry run prints with `--output json`.
-#[derive(Debug, Serialize)]
-struct DryRun {
-    bundle: String,
-    secret: k8s_openapi::api::core::v1::Secret,
-    driver_template: String,
-    executor_template: String,
-    command: Vec<String>,
-}
-
-/// Local files to stage and remote URIs to fetch, with what each becomes.
-#[derive(Debug, Default)]
-pub struct Plan {
-    pub files: Vec<LocalFile>,
-    pub remote_jars: Vec<String>,
-    pub remote_files: Vec<String>,
-    /// Dependency as written (without alias) → its `local://` replacement.
-    pub replacements: BTreeMap<(Kind, String), String>,
-}
-
-fn parse_deps_dir(text: &str) -> Result<String, String> {
-    let trimmed = text.trim_end_matches('/');
-    if !text.starts_with('/') || trimmed.is_empty() {
-        return Err(format!("{text:?} is not an absolute folder other than /"));
+pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::Result<u8> {
+    let submit = SparkSubmit::parse(&args.spark_submit)?;
+    let properties = read_properties(&submit)?;
+    let plan = SparkPlan::new(
+        submit,
+        properties,
+        &PlanOptions {
+            namespace: args.namespace.clone(),
+            deps_dir: args.deps_dir.clone(),
+            template_dir: args.template_dir.clone(),
+        },
+        SubmissionId::generate(),
+        k8s::kubeconfig_namespace,
+    )?;
+    // Read before staging, so a wrong template path stages nothing.
+    let bases = read_base_templates(&plan)?;
+    let staged = stage(client, plan.submission.stage_request(args.ttl, quiet)).await?;
+    let options = PodOptions {
+        image: args.init_image.clone(),
+        server: args
+            .pod_server
+            .clone()
+            .unwrap_or_else(|| client.server().to_owned()),
+        node_cache: args.node_cache.clone(),
+    };
+    let rendered = render(&plan, &staged.id, &staged.token, &options, &bases)?;
+    write_templates(&plan.template_dir, &rendered)?;
+    if args.dry_run {
+        match args.output {
+            Output::Json => println!("{}", rendered.dry_run_json()?),
+            Output::Text => print!("{}", rendered.dry_run_text()?),
+        }
+        return Ok(0);
     }
-    if trimmed
-        .chars()
-        .any(|c| c.is_control() || matches!(c, ',' | '#' | '?' | '%'))
-    {
-        return Err(format!(
-            "{text:?} has a character Spark URI lists cannot carry"
-        ));
-    }
-    Ok(trimmed.to_owned())
+    launch(
+        &rendered,
+        &staged,
+        &plan,
+        args.secret_file.as_deref(),
+        quiet,
+    )
+    .await
 }
 
-/// Decides where every dependency goes, under `deps_dir` in the pods.
-pub fn plan(deps: &[Dependency], deps_dir: &str) -> anyhow::Result<Plan> {
-    let mut plan = Plan::default();
-    let mut landing: BTreeMap<String, String> = BTreeMap::new();
-    for dep in deps {
-        let key = (dep.kind, dep.location.clone());
-        if plan.replacements.contains_key(&key) {
-            continue;
+fn read_properties(submit: &SparkSubmit) -> anyhow::Result<BTreeMap<String, String>> {
+    Ok(match submit.value("--properties-file") {
+        Some(path) => spark::properties::parse(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading --properties-file {path}"))?,
+        ),
+        None => BTreeMap::new(),
+    })
+}
+
+/// The user's own templates (`spark.kubernetes.<role>.podTemplateFile`).
+fn read_base_templates(plan: &SparkPlan) -> anyhow::Result<BTreeMap<Role, Pod>> {
+    let mut bases = BTreeMap::new();
+    for template in &plan.templates {
+        if let Some(path) = &template.base {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading pod template {}", path.display()))?;
+            let pod = serde_yaml::from_str(&text)
+                .with_context(|| format!("pod template {} is not a Pod", path.display()))?;
+            bases.insert(template.role, pod);
         }
-        let (group, name, origin) = match dep.origin() {
-            Origin::Untouched => continue,
-            Origin::Local(path) => {
-                let meta = std::fs::metadata(&path).with_context(|| {
-                    format!("{} dependency {}", dep.kind.group(), path.display())
-                })?;
-                anyhow::ensure!(
-                    meta.is_file(),
-                    "{} is a folder; spark-submit takes files (zip it, or stage it with `ferry stage`)",
-                    path.display()
-                );
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .with_context(|| format!("{} has no UTF-8 file name", path.display()))?
-                    .to_owned();
-                use std::os::unix::fs::PermissionsExt as _;
-                let executable = meta.permissions().mode() & 0o111 != 0;
-                (dep.kind.group(), name, Some((path, executable)))
-            }
-            Origin::Remote(uri) => {
-                // ferry-init fetches remote jars into jars/, everything else into files/.
-                let group = if dep.kind == Kind::Jar {
-                    plan.remote_jars.push(uri);
-                    "jars"
-                } else {
-                    plan.remote_files.push(uri);
-                    "files"
-                };
-                (group, dep.file_name(), None)
-            }
-        };
-        anyhow::ensure!(!name.is_empty(), "{} has no file name", dep.location);
-        let target = format!("{group}/{name}");
-        if let Some(previous) = landing.insert(target.clone(), dep.location.clone())
-            && previous != dep.location
-        {
-            anyhow::bail!(
-                "{previous} and {} would both land at {deps_dir}/{target}; rename one",
-                dep.location
-            );
-        }
-        if let Some((source, executable)) = origin {
-            let path = ferry_core::EntryPath::parse(&target)
-                .with_context(|| format!("{} cannot be staged", source.display()))?;
-            plan.files.push(LocalFile {
-                source,
-                path,
-                executable,
-            });
-        }
-        plan.replacements.insert(
-            key,
-            format!(
-                "local://{}/{group}/{}",
-                encode_path(deps_dir),
-                encode_path(&name)
-            ),
+    }
+    Ok(bases)
+}
+
+fn write_templates(dir: &Path, rendered: &Rendered) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for template in &rendered.templates {
+        std::fs::write(&template.path, &template.yaml)
+            .with_context(|| format!("writing {}", template.path.display()))?;
+    }
+    Ok(())
+}
+
+/// Creates the Secret (or writes `secret_file`), runs spark-submit and
+/// returns its exit code.
+async fn launch(
+    rendered: &Rendered,
+    staged: &StageOutcome,
+    plan: &SparkPlan,
+    secret_file: Option<&Path>,
+    quiet: bool,
+) -> anyhow::Result<u8> {
+    let secret_note = deliver_secret(&rendered.secret, secret_file).await?;
+    if !quiet {
+        eprintln!(
+            "ferry: staged bundle {} ({} files, {} bytes uploaded); {secret_note}; templates in {}",
+            staged.id,
+            staged.entries.len(),
+            staged.uploaded.bytes,
+            plan.template_dir.display()
         );
     }
-    Ok(plan)
+    let (program, args) = rendered
+        .command
+        .split_first()
+        .context("the rewritten command is empty")?;
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    Ok(status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1)))
 }
 
-/// A short random id for this submission (a valid label value).
-fn submission_id() -> String {
-    let seed = format!(
-        "{:?}-{}-{:?}",
-        std::time::SystemTime::now(),
-        std::process::id(),
-        std::thread::current().id()
+/// Creates the Secret through the Kubernetes API, or writes it to
+/// `secret_file`; says which for the progress note.
+async fn deliver_secret(secret: &Secret, secret_file: Option<&Path>) -> anyhow::Result<String> {
+    let name = format!(
+        "{}/{}",
+        secret.metadata.namespace.as_deref().unwrap_or_default(),
+        secret.metadata.name.as_deref().unwrap_or_default()
     );
-    format!("s-{}", &ferry_core::Digest::of(seed.as_bytes()).hex()[..12])
-}
-
-fn read_template(path: &str) -> anyhow::Result<Pod> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading pod template {path}"))?;
-    serde_yaml::from_str(&text).with_context(|| format!("pod template {path} is not a Pod"))
+    match secret_file {
+        Some(path) => {
+            write_private(path, serde_yaml::to_string(secret)?.as_bytes())?;
+            Ok(format!("Secret {name} written to {}", path.display()))
+        }
+        None => {
+            k8s::apply_secret(secret).await?;
+            Ok(format!("Secret {name} created"))
+        }
+    }
 }
 
 /// Writes `bytes` to a new file only its owner can read.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let _ = std::fs::remove_file(path);
@@ -204,247 +214,4 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))
-}
-
-/// Quotes one argument for a POSIX shell.
-pub fn shell_quote(arg: &str) -> String {
-    let safe = !arg.is_empty()
-        && arg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@%+[]".contains(&b));
-    if safe {
-        arg.to_owned()
-    } else {
-        format!("'{}'", arg.replace('\'', "'\\''"))
-    }
-}
-
-pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::Result<u8> {
-    let submit = SparkSubmit::parse(&args.spark_submit)?;
-    let properties = match submit.value("--properties-file") {
-        Some(path) => spark::properties::parse(
-            &std::fs::read_to_string(path)
-                .with_context(|| format!("reading --properties-file {path}"))?,
-        ),
-        None => BTreeMap::new(),
-    };
-    let setting = |key: &str| {
-        submit
-            .conf(key)
-            .map(str::to_owned)
-            .or_else(|| properties.get(key).cloned())
-    };
-    let deps = spark::dependencies(&submit, &properties);
-    let plan = plan(&deps, &args.deps_dir)?;
-    let namespace = args
-        .namespace
-        .clone()
-        .or_else(|| setting("spark.kubernetes.namespace"))
-        .or_else(k8s::kubeconfig_namespace)
-        .unwrap_or_else(|| "default".to_owned());
-    let submission = submission_id();
-
-    let mut labels = BTreeMap::from([(SUBMISSION_LABEL.to_owned(), submission.clone())]);
-    if let Some(app) = submit
-        .value("--name")
-        .map(str::to_owned)
-        .or_else(|| setting("spark.app.name"))
-    {
-        labels.insert("spark-app-name".into(), app);
-    }
-    let staged = if plan.files.is_empty()
-        && plan.remote_jars.is_empty()
-        && plan.remote_files.is_empty()
-    {
-        anyhow::bail!(
-            "no local or remote dependencies to hand to the pods; run spark-submit directly"
-        );
-    } else if plan.files.is_empty() {
-        anyhow::bail!(
-            "only remote dependencies: ferry submit needs at least one local file to stage (the bundle carries the pods' token)"
-        );
-    } else {
-        stage(
-            client,
-            StageRequest {
-                files: plan.files.clone(),
-                name: None,
-                ttl: args.ttl,
-                labels,
-                owner: Some(Owner {
-                    namespace: namespace.clone(),
-                    selector: format!("{SUBMISSION_LABEL}={submission}"),
-                }),
-                quiet,
-            },
-        )
-        .await?
-    };
-
-    let secret_name = format!("ferry-{}", staged.id.to_ascii_lowercase());
-    let secret = k8s::secret(&secret_name, &namespace, &staged.id, &staged.token);
-    let mut extra_args = Vec::new();
-    if !plan.remote_jars.is_empty() {
-        extra_args.extend([
-            "--spark-jars".to_owned(),
-            plan.remote_jars.join(","),
-            "--jars-dir".to_owned(),
-            format!("{}/jars", args.deps_dir),
-        ]);
-    }
-    if !plan.remote_files.is_empty() {
-        extra_args.extend([
-            "--spark-files".to_owned(),
-            plan.remote_files.join(","),
-            "--files-dir".to_owned(),
-            format!("{}/files", args.deps_dir),
-        ]);
-    }
-    let init = InitSpec {
-        image: args.init_image.clone(),
-        server: args
-            .pod_server
-            .clone()
-            .unwrap_or_else(|| client.server().to_owned()),
-        bundle_id: staged.id.clone(),
-        secret_name: secret_name.clone(),
-        extra_args,
-        node_cache: args.node_cache.clone(),
-        deps_dir: args.deps_dir.clone(),
-    };
-
-    let template_dir = args
-        .template_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-{submission}")));
-    std::fs::create_dir_all(&template_dir)
-        .with_context(|| format!("creating {}", template_dir.display()))?;
-    let mut confs: Vec<(String, String)> = Vec::new();
-    let mut written = Vec::new();
-    for role in ["driver", "executor"] {
-        let base = setting(&format!("spark.kubernetes.{role}.podTemplateFile"))
-            .map(|p| read_template(&p))
-            .transpose()?;
-        let container = setting(&format!("spark.kubernetes.{role}.podTemplateContainerName"))
-            .unwrap_or_else(|| format!("spark-kubernetes-{role}"));
-        let pod = k8s::merge_template(base, &init, &container);
-        let path = template_dir.join(format!("{role}-pod-template.yaml"));
-        std::fs::write(&path, serde_yaml::to_string(&pod)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        confs.push((
-            format!("spark.kubernetes.{role}.podTemplateFile"),
-            path.display().to_string(),
-        ));
-        confs.push((
-            format!("spark.kubernetes.{role}.podTemplateContainerName"),
-            container,
-        ));
-        confs.push((
-            format!("spark.kubernetes.{role}.label.{SUBMISSION_LABEL}"),
-            submission.clone(),
-        ));
-        written.push(path);
-    }
-    if setting("spark.kubernetes.namespace").is_none() {
-        confs.push(("spark.kubernetes.namespace".into(), namespace.clone()));
-    }
-    let replace = |dep: &Dependency| {
-        plan.replacements
-            .get(&(dep.kind, dep.location.clone()))
-            .cloned()
-    };
-    let rewritten = spark::rewrite(&submit, &properties, &replace, &confs);
-    let command = rewritten.to_argv();
-
-    if args.dry_run {
-        match args.output {
-            Output::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(&DryRun {
-                    bundle: staged.id.clone(),
-                    secret,
-                    driver_template: written[0].display().to_string(),
-                    executor_template: written[1].display().to_string(),
-                    command,
-                })?
-            ),
-            Output::Text => {
-                print!("{}", serde_yaml::to_string(&secret)?);
-                for path in &written {
-                    println!("---\n# {}", path.display());
-                    print!("{}", std::fs::read_to_string(path)?);
-                }
-                let quoted: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
-                println!("---\n# spark-submit command:\n# {}", quoted.join(" "));
-            }
-        }
-        return Ok(0);
-    }
-
-    let secret_note = match &args.secret_file {
-        Some(path) => {
-            write_private(path, serde_yaml::to_string(&secret)?.as_bytes())?;
-            format!(
-                "Secret {namespace}/{secret_name} written to {}",
-                path.display()
-            )
-        }
-        None => {
-            k8s::apply_secret(&secret).await?;
-            format!("Secret {namespace}/{secret_name} created")
-        }
-    };
-    if !quiet {
-        eprintln!(
-            "ferry: staged bundle {} ({} files, {} bytes uploaded); {secret_note}; templates in {}",
-            staged.id,
-            staged.entries.len(),
-            staged.uploaded.bytes,
-            template_dir.display()
-        );
-    }
-    let status = std::process::Command::new(&command[0])
-        .args(&command[1..])
-        .status()
-        .with_context(|| format!("running {}", command[0]))?;
-    Ok(status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_quoting_round_trips_awkward_arguments() {
-        assert_eq!(shell_quote("--conf"), "--conf");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), "'it'\\''s'");
-        assert_eq!(shell_quote(""), "''");
-    }
-
-    #[test]
-    fn plan_refuses_two_files_landing_in_one_place() {
-        let dir = tempfile::tempdir().unwrap();
-        for d in ["x", "y"] {
-            std::fs::create_dir(dir.path().join(d)).unwrap();
-            std::fs::write(dir.path().join(d).join("a.jar"), d).unwrap();
-        }
-        let deps = vec![
-            Dependency {
-                kind: Kind::Jar,
-                location: dir.path().join("x/a.jar").display().to_string(),
-                alias: None,
-            },
-            Dependency {
-                kind: Kind::Jar,
-                location: dir.path().join("y/a.jar").display().to_string(),
-                alias: None,
-            },
-        ];
-        let err = plan(&deps, crate::k8s::DEPS_DIR).unwrap_err().to_string();
-        assert!(
-            err.contains("would both land at /var/ferry/jars/a.jar"),
-            "{err}"
-        );
-    }
 }

@@ -1,12 +1,20 @@
 //! The Kubernetes objects `ferry submit` makes: the Secret holding the
 //! bundle token, and driver/executor pod templates that add the ferry-init
 //! init container, merged into templates the user already has.
+//!
+//! The init container gets its connection settings as flags and what to
+//! fetch as one fetch plan, inline: `ferry-init --server URL --token-file F
+//! [--cache-dir D] --plan-json '<plan>'`. Inline, the plan needs no extra
+//! Kubernetes object to create, clean up or keep in step with the pods,
+//! it cannot be missing when the pod starts, and `kubectl describe pod` and
+//! `kubectl get pod -o yaml` show exactly what the pod fetches.
 
 use std::collections::BTreeMap;
 
+use ferry_core::plan::FetchPlan;
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, HostPathVolumeSource, Pod, PodSecurityContext, PodSpec,
-    Secret, SecretVolumeSource, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, HostPathVolumeSource, Pod, PodSecurityContext,
+    PodSpec, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -20,6 +28,15 @@ const SECRET_VOLUME: &str = "ferry-token";
 const CACHE_VOLUME: &str = "ferry-cache";
 const CACHE_DIR: &str = "/var/cache/ferry";
 pub const INIT_CONTAINER: &str = "ferry-init";
+/// The ferry-init flag that carries the plan.
+const PLAN_FLAG: &str = "--plan-json";
+/// Runs before ferry-init when there is a node cache (see `cache_setup`).
+pub const CACHE_SETUP_CONTAINER: &str = "ferry-cache-setup";
+/// The ferry-init image's user (distroless "nonroot").
+const INIT_USER: &str = "65532:65532";
+/// `kubectl describe pod` shows ferry-init's termination message (the failed
+/// items), or its log's tail if it died before writing one.
+const MESSAGE_POLICY: &str = "FallbackToLogsOnError";
 /// Group of the `spark` user in the Apache Spark images.
 const SPARK_FS_GROUP: i64 = 185;
 
@@ -28,18 +45,17 @@ const SPARK_FS_GROUP: i64 = 185;
 pub struct InitSpec {
     pub image: String,
     pub server: String,
-    pub bundle_id: String,
     pub secret_name: String,
-    /// `ferry-init` arguments after the common ones (remote URIs and where they land).
-    pub extra_args: Vec<String>,
     /// hostPath for the node-local cache, if any.
     pub node_cache: Option<String>,
     /// Mount path of the dependency volume in every container.
     pub deps_dir: String,
+    /// What ferry-init fetches and where it lands.
+    pub plan: FetchPlan,
 }
 
 impl InitSpec {
-    /// The full `ferry-init` command line.
+    /// The full `ferry-init` command line; the plan is last.
     pub fn args(&self) -> Vec<String> {
         let mut args = vec![
             "--server".to_owned(),
@@ -47,18 +63,53 @@ impl InitSpec {
             "--token-file".to_owned(),
             format!("{SECRET_DIR}/token"),
         ];
-        for kind in crate::spark::Kind::ALL {
-            args.push("--dest".into());
-            args.push(format!("{g}={}/{g}", self.deps_dir, g = kind.group()));
-        }
-        args.extend(["--into".to_owned(), format!("{}/other", self.deps_dir)]);
         if self.node_cache.is_some() {
             args.extend(["--cache-dir".to_owned(), CACHE_DIR.to_owned()]);
         }
-        args.extend(self.extra_args.iter().cloned());
-        args.push(format!("ferry://{}", self.bundle_id));
+        args.extend([PLAN_FLAG.to_owned(), self.plan.to_json()]);
         args
     }
+
+    /// The init container: ferry-init with the dependency volume, the token
+    /// and the node cache mounted.
+    pub fn container(&self) -> Container {
+        let mut mounts = vec![
+            VolumeMount {
+                name: DEPS_VOLUME.into(),
+                mount_path: self.deps_dir.clone(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: SECRET_VOLUME.into(),
+                mount_path: SECRET_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ];
+        if self.node_cache.is_some() {
+            mounts.push(VolumeMount {
+                name: CACHE_VOLUME.into(),
+                mount_path: CACHE_DIR.into(),
+                ..Default::default()
+            });
+        }
+        Container {
+            name: INIT_CONTAINER.into(),
+            image: Some(self.image.clone()),
+            args: Some(self.args()),
+            volume_mounts: Some(mounts),
+            termination_message_policy: Some(MESSAGE_POLICY.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// The fetch plan a ferry-init container was given with `--plan-json`, if
+/// it was and it parses.
+pub fn plan_of(container: &Container) -> Option<FetchPlan> {
+    let args = container.args.as_deref()?;
+    let index = args.iter().position(|a| a == PLAN_FLAG)?;
+    FetchPlan::from_json(args.get(index + 1)?).ok()
 }
 
 /// The Secret holding a bundle's read token, under key `token`.
@@ -96,6 +147,20 @@ pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) 
         .security_context
         .get_or_insert_with(PodSecurityContext::default);
     security.fs_group.get_or_insert(SPARK_FS_GROUP);
+    add_volumes(spec, init);
+    let init_containers = spec.init_containers.get_or_insert_with(Vec::new);
+    init_containers.retain(|c| c.name != INIT_CONTAINER && c.name != CACHE_SETUP_CONTAINER);
+    init_containers.insert(0, init.container());
+    if init.node_cache.is_some() {
+        init_containers.insert(0, cache_setup(init));
+    }
+    mount_deps(&mut spec.containers, container_name, &init.deps_dir);
+    pod
+}
+
+/// The dependency emptyDir, the token Secret and the node cache, replacing
+/// any of ferry's from an earlier merge.
+fn add_volumes(spec: &mut PodSpec, init: &InitSpec) {
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.retain(|v| v.name != DEPS_VOLUME && v.name != SECRET_VOLUME && v.name != CACHE_VOLUME);
     volumes.push(Volume {
@@ -112,19 +177,6 @@ pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) 
         }),
         ..Default::default()
     });
-    let mut init_mounts = vec![
-        VolumeMount {
-            name: DEPS_VOLUME.into(),
-            mount_path: init.deps_dir.clone(),
-            ..Default::default()
-        },
-        VolumeMount {
-            name: SECRET_VOLUME.into(),
-            mount_path: SECRET_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        },
-    ];
     if let Some(host_path) = &init.node_cache {
         volumes.push(Volume {
             name: CACHE_VOLUME.into(),
@@ -134,25 +186,12 @@ pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) 
             }),
             ..Default::default()
         });
-        init_mounts.push(VolumeMount {
-            name: CACHE_VOLUME.into(),
-            mount_path: CACHE_DIR.into(),
-            ..Default::default()
-        });
     }
-    let init_containers = spec.init_containers.get_or_insert_with(Vec::new);
-    init_containers.retain(|c| c.name != INIT_CONTAINER);
-    init_containers.insert(
-        0,
-        Container {
-            name: INIT_CONTAINER.into(),
-            image: Some(init.image.clone()),
-            args: Some(init.args()),
-            volume_mounts: Some(init_mounts),
-            ..Default::default()
-        },
-    );
-    let containers = &mut spec.containers;
+}
+
+/// Mounts the dependency volume read-only on the container named
+/// `container_name`, else the first, else a new one with that name.
+fn mount_deps(containers: &mut Vec<Container>, container_name: &str, deps_dir: &str) {
     let index = containers
         .iter()
         .position(|c| c.name == container_name)
@@ -167,11 +206,47 @@ pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) 
     mounts.retain(|m| m.name != DEPS_VOLUME);
     mounts.push(VolumeMount {
         name: DEPS_VOLUME.into(),
-        mount_path: init.deps_dir.clone(),
+        mount_path: deps_dir.to_owned(),
         read_only: Some(true),
         ..Default::default()
     });
-    pod
+}
+
+/// The init step that hands the node cache to ferry-init's user: a kubelet
+/// creates a `DirectoryOrCreate` hostPath as root, mode 0755, where uid
+/// 65532 cannot write. It runs ferry-init's own `--prepare-cache-for` as
+/// root with only CAP_CHOWN and CAP_FOWNER, no network use and a read-only
+/// root; a hostPath already needs the "privileged" Pod Security level,
+/// which allows a root init container.
+fn cache_setup(init: &InitSpec) -> Container {
+    Container {
+        name: CACHE_SETUP_CONTAINER.into(),
+        image: Some(init.image.clone()),
+        args: Some(vec![
+            "--cache-dir".into(),
+            CACHE_DIR.into(),
+            "--prepare-cache-for".into(),
+            INIT_USER.into(),
+        ]),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: Some(vec!["CHOWN".into(), "FOWNER".into()]),
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: CACHE_VOLUME.into(),
+            mount_path: CACHE_DIR.into(),
+            ..Default::default()
+        }]),
+        termination_message_policy: Some(MESSAGE_POLICY.into()),
+        ..Default::default()
+    }
 }
 
 /// Creates (or replaces) the Secret through the API server of the current
@@ -216,14 +291,18 @@ mod tests {
     use super::*;
 
     fn init() -> InitSpec {
+        let bundle = ferry_core::BundleRef::parse("id-0000000000000000000000000x").unwrap();
         InitSpec {
             image: "ferry-init:test".into(),
             server: "http://ferry:7070".into(),
-            bundle_id: "id-x".into(),
             secret_name: "ferry-id-x".into(),
-            extra_args: vec![],
             node_cache: Some("/var/cache/ferry".into()),
             deps_dir: DEPS_DIR.into(),
+            plan: FetchPlan::new(vec![ferry_core::plan::PlanItem::bundle(
+                &bundle,
+                "/var/ferry/other".into(),
+                BTreeMap::from([("jars".to_owned(), "/var/ferry/jars".to_owned())]),
+            )]),
         }
     }
 
@@ -242,7 +321,7 @@ mod tests {
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(inits, ["ferry-init", "setup"]);
+        assert_eq!(inits, ["ferry-cache-setup", "ferry-init", "setup"]);
         let main = spec.containers.iter().find(|c| c.name == "main").unwrap();
         let mounts: Vec<&str> = main
             .volume_mounts
@@ -281,16 +360,26 @@ mod tests {
     }
 
     #[test]
-    fn init_arguments_name_every_group_and_the_bundle_last() {
-        let args = init().args();
-        assert_eq!(args.last().unwrap(), "ferry://id-x");
-        assert!(
-            args.windows(2)
-                .any(|w| w[0] == "--dest" && w[1] == "jars=/var/ferry/jars")
+    fn init_arguments_are_connection_flags_then_the_plan() {
+        let spec = init();
+        let args = spec.args();
+        assert_eq!(
+            args[..6],
+            [
+                "--server",
+                "http://ferry:7070",
+                "--token-file",
+                "/var/run/secrets/ferry/token",
+                "--cache-dir",
+                "/var/cache/ferry"
+            ]
         );
-        assert!(
-            args.windows(2)
-                .any(|w| w[0] == "--cache-dir" && w[1] == "/var/cache/ferry")
-        );
+        assert_eq!(args[6], "--plan-json");
+        assert_eq!(FetchPlan::from_json(&args[7]).unwrap(), spec.plan);
+        assert_eq!(args.len(), 8);
+        let pod = merge_template(None, &spec, "main");
+        let inits = pod.spec.unwrap().init_containers.unwrap();
+        let container = inits.iter().find(|c| c.name == INIT_CONTAINER).unwrap();
+        assert_eq!(plan_of(container), Some(spec.plan));
     }
 }

@@ -2,11 +2,18 @@
 //! application arguments; the dependencies in it found; and rewritten so
 //! every dependency is a `local://` path inside the pod's ferry volume.
 //!
-//! Pure functions only: everything here is tested without running Spark.
+//! This is `ferry submit`'s front end of [`crate::submission`]:
+//! [`submission`] turns a command line into a submission plan, [`render`]
+//! into the templates and the command to run. Pure functions only:
+//! everything here is tested without running Spark.
 
 pub mod properties;
+pub mod render;
+pub mod submission;
 
 use std::collections::BTreeMap;
+
+use crate::submission::{Dependency, Kind};
 
 /// Options of spark-submit that take a value (from Spark's
 /// `SparkSubmitOptionParser`); every other `-`-option is a flag.
@@ -41,39 +48,6 @@ const VALUE_OPTIONS: &[&str] = &[
     "--kill",
     "--status",
 ];
-
-/// Where a dependency lands in the pod, and so which group of the bundle
-/// it is staged under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    Jar,
-    File,
-    PyFile,
-    Archive,
-    /// The application jar or script.
-    Primary,
-}
-
-impl Kind {
-    /// The bundle folder and pod directory name.
-    pub fn group(self) -> &'static str {
-        match self {
-            Self::Jar => "jars",
-            Self::File => "files",
-            Self::PyFile => "pyfiles",
-            Self::Archive => "archives",
-            Self::Primary => "app",
-        }
-    }
-
-    pub const ALL: [Kind; 5] = [
-        Self::Jar,
-        Self::File,
-        Self::PyFile,
-        Self::Archive,
-        Self::Primary,
-    ];
-}
 
 /// The Spark properties that list dependencies, and their kind.
 pub const DEPENDENCY_PROPERTIES: &[(&str, Kind)] = &[
@@ -156,7 +130,7 @@ impl SparkSubmit {
                         false,
                     ),
                 };
-                if (name == "--conf" || name == "-c") && !value.contains('=') {
+                if is_conf(name) && !value.contains('=') {
                     return Err(ParseError::BadConf(value));
                 }
                 options.push(SparkOption::Value {
@@ -187,7 +161,7 @@ impl SparkSubmit {
     /// The value of the last `--conf key=...`.
     pub fn conf(&self, key: &str) -> Option<&str> {
         self.options.iter().rev().find_map(|o| match o {
-            SparkOption::Value { name, value, .. } if name == "--conf" || name == "-c" => value
+            SparkOption::Value { name, value, .. } if is_conf(name) => value
                 .split_once('=')
                 .filter(|(k, _)| *k == key)
                 .map(|(_, v)| v),
@@ -222,74 +196,6 @@ impl SparkSubmit {
     }
 }
 
-/// A dependency as written, with the `#alias` Spark allows on archives and files.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Dependency {
-    pub kind: Kind,
-    /// The URI or path, without `#alias`.
-    pub location: String,
-    pub alias: Option<String>,
-}
-
-/// Where a dependency comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// A local file to stage (plain path or `file://`).
-    Local(std::path::PathBuf),
-    /// A URI ferry-init fetches itself (s3a://, https://, gs://, ...).
-    Remote(String),
-    /// Left alone: `local://` (already in the image) or a scheme ferry does
-    /// not fetch.
-    Untouched,
-}
-
-/// Schemes ferry-init fetches.
-const REMOTE_SCHEMES: &[&str] = &[
-    "http", "https", "s3", "s3a", "gs", "abfs", "abfss", "wasb", "wasbs", "az", "hdfs", "webhdfs",
-    "swebhdfs", "ferry",
-];
-
-impl Dependency {
-    fn parse(kind: Kind, text: &str) -> Self {
-        let (location, alias) = match text.rsplit_once('#') {
-            Some((l, a)) if !a.starts_with("sha256=") => (l.to_owned(), Some(a.to_owned())),
-            _ => (text.to_owned(), None),
-        };
-        Self {
-            kind,
-            location,
-            alias,
-        }
-    }
-
-    pub fn origin(&self) -> Origin {
-        match self.location.split_once("://") {
-            None if self.location.contains(':')
-                && !self.location.starts_with('/')
-                && !self.location.starts_with('.') =>
-            {
-                // e.g. "maven:..." or a Windows-looking path: not ours.
-                Origin::Untouched
-            }
-            None => Origin::Local(self.location.clone().into()),
-            Some(("file", path)) => {
-                Origin::Local(percent_decode(path.strip_prefix("localhost").unwrap_or(path)).into())
-            }
-            Some((scheme, _)) if REMOTE_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) => {
-                Origin::Remote(self.location.clone())
-            }
-            Some(_) => Origin::Untouched,
-        }
-    }
-
-    /// The file name it lands under in the pod.
-    pub fn file_name(&self) -> String {
-        let without_query = self.location.split(['?']).next().unwrap_or_default();
-        let last = without_query.rsplit('/').next().unwrap_or_default();
-        percent_decode(last)
-    }
-}
-
 fn split_list(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
@@ -311,7 +217,7 @@ pub fn dependencies(
         if let SparkOption::Value { name, value, .. } = option {
             if let Some(kind) = option_kind(name) {
                 deps.extend(split_list(value).map(|d| Dependency::parse(kind, d)));
-            } else if (name == "--conf" || name == "-c")
+            } else if is_conf(name)
                 && let Some((key, list)) = value.split_once('=')
                 && let Some(kind) = property_kind(key)
             {
@@ -325,29 +231,6 @@ pub fn dependencies(
     deps
 }
 
-/// Percent-encodes what a Spark URI list cannot carry raw.
-pub fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for ch in path.chars() {
-        match ch {
-            ' ' => out.push_str("%20"),
-            ',' => out.push_str("%2C"),
-            '%' => out.push_str("%25"),
-            '#' => out.push_str("%23"),
-            '?' => out.push_str("%3F"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Decodes `%XX` escapes; a `%` that starts none is kept as it is.
-fn percent_decode(text: &str) -> String {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 /// Rewrites the command: every dependency `replace` maps gets its new text;
 /// properties-file lists are overridden by added `--conf`s; `extra_confs`
 /// go before the primary resource.
@@ -357,29 +240,16 @@ pub fn rewrite(
     replace: &dyn Fn(&Dependency) -> Option<String>,
     extra_confs: &[(String, String)],
 ) -> SparkSubmit {
-    let rewrite_list = |kind: Kind, list: &str| -> String {
-        split_list(list)
-            .map(|d| {
-                let dep = Dependency::parse(kind, d);
-                let new = replace(&dep).unwrap_or_else(|| dep.location.clone());
-                match &dep.alias {
-                    Some(alias) => format!("{new}#{alias}"),
-                    None => new,
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     let mut out = submit.clone();
     for option in &mut out.options {
         if let SparkOption::Value { name, value, .. } = option {
             if let Some(kind) = option_kind(name) {
-                *value = rewrite_list(kind, value);
-            } else if (name == "--conf" || name == "-c")
+                *value = rewrite_list(kind, value, replace);
+            } else if is_conf(name)
                 && let Some((key, list)) = value.clone().split_once('=')
                 && let Some(kind) = property_kind(key)
             {
-                *value = format!("{key}={}", rewrite_list(kind, list));
+                *value = format!("{key}={}", rewrite_list(kind, list, replace));
             }
         }
     }
@@ -389,57 +259,81 @@ pub fn rewrite(
         {
             out.options.push(SparkOption::Value {
                 name: "--conf".into(),
-                value: format!("{key}={}", rewrite_list(kind, list)),
+                value: format!("{key}={}", rewrite_list(kind, list, replace)),
                 joined: false,
             });
         }
     }
-    // A setting the user already passed is replaced where it stands, so the
-    // command never carries two values for one key.
     for (key, value) in extra_confs {
-        let setting = format!("{key}={value}");
-        let sets_key = |o: &SparkOption| match o {
-            SparkOption::Value { name, value, .. } => {
-                (name == "--conf" || name == "-c")
-                    && value.split_once('=').is_some_and(|(k, _)| k == key)
-            }
-            _ => false,
-        };
-        match out.options.iter().position(sets_key) {
-            Some(first) => {
-                let mut index = 0;
-                out.options.retain(|o| {
-                    index += 1;
-                    index - 1 <= first || !sets_key(o)
-                });
-                if let SparkOption::Value { value, .. } = &mut out.options[first] {
-                    *value = setting;
-                }
-            }
-            None => out.options.push(SparkOption::Value {
-                name: "--conf".into(),
-                value: setting,
-                joined: false,
-            }),
-        }
+        set_conf(&mut out, key, value);
     }
     // The primary resource is one path, never a list: a comma in it is part
     // of the name.
     if let Some(primary) = &submit.primary {
         let dep = Dependency::parse(Kind::Primary, primary);
         if let Some(new) = replace(&dep) {
-            out.primary = Some(match &dep.alias {
-                Some(alias) => format!("{new}#{alias}"),
-                None => new,
-            });
+            out.primary = Some(with_alias(new, &dep));
         }
     }
     out
 }
 
+fn is_conf(option: &str) -> bool {
+    option == "--conf" || option == "-c"
+}
+
+/// One Spark list with each element `replace` maps rewritten, aliases kept.
+fn rewrite_list(kind: Kind, list: &str, replace: &dyn Fn(&Dependency) -> Option<String>) -> String {
+    split_list(list)
+        .map(|d| {
+            let dep = Dependency::parse(kind, d);
+            let new = replace(&dep).unwrap_or_else(|| dep.location.clone());
+            with_alias(new, &dep)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn with_alias(location: String, dep: &Dependency) -> String {
+    match &dep.alias {
+        Some(alias) => format!("{location}#{alias}"),
+        None => location,
+    }
+}
+
+/// Sets `--conf key=value`. A setting the user already passed is replaced
+/// where it stands, so the command never carries two values for one key.
+fn set_conf(out: &mut SparkSubmit, key: &str, value: &str) {
+    let setting = format!("{key}={value}");
+    let sets_key = |o: &SparkOption| match o {
+        SparkOption::Value { name, value, .. } => {
+            is_conf(name) && value.split_once('=').is_some_and(|(k, _)| k == key)
+        }
+        _ => false,
+    };
+    match out.options.iter().position(sets_key) {
+        Some(first) => {
+            let mut index = 0;
+            out.options.retain(|o| {
+                index += 1;
+                index - 1 <= first || !sets_key(o)
+            });
+            if let SparkOption::Value { value, .. } = &mut out.options[first] {
+                *value = setting;
+            }
+        }
+        None => out.options.push(SparkOption::Value {
+            name: "--conf".into(),
+            value: setting,
+            joined: false,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::submission::Origin;
 
     fn argv(s: &[&str]) -> Vec<String> {
         s.iter().map(|a| a.to_string()).collect()
@@ -538,17 +432,14 @@ mod tests {
                 (Kind::Primary, "main.py", None),
             ]
         );
-        assert_eq!(deps[1].origin(), Origin::Local("./lib/a b.jar".into()));
+        let origins: Vec<Origin> = deps.iter().map(|d| d.origin().unwrap()).collect();
+        assert_eq!(origins[1], Origin::Local("./lib/a b.jar".into()));
         assert_eq!(
-            deps[2].origin(),
-            Origin::Remote("s3a://bucket/x.jar".into())
+            origins[2],
+            Origin::Remote(ferry_core::SourceUri::parse("s3a://bucket/x.jar").unwrap())
         );
-        assert_eq!(deps[3].origin(), Origin::Untouched);
-        assert_eq!(
-            deps[4].origin(),
-            Origin::Local("/etc/conf dir/app.conf".into())
-        );
-        assert_eq!(deps[4].file_name(), "app.conf");
+        assert_eq!(origins[3], Origin::Untouched);
+        assert_eq!(origins[4], Origin::Local("/etc/conf dir/app.conf".into()));
     }
 
     #[test]
@@ -568,12 +459,12 @@ mod tests {
         let mut props = BTreeMap::new();
         props.insert("spark.files".to_owned(), "p.txt".to_owned());
         let replace = |d: &Dependency| match d.origin() {
-            Origin::Local(_) | Origin::Remote(_) => Some(format!(
-                "local:///var/ferry/{}/{}",
+            Ok(Origin::Local(_) | Origin::Remote(_)) => Some(ferry_core::uri::local_uri(&format!(
+                "/var/ferry/{}/{}",
                 d.kind.group(),
-                encode_path(&d.file_name())
-            )),
-            Origin::Untouched => None,
+                d.location.rsplit('/').next().unwrap_or_default()
+            ))),
+            _ => None,
         };
         let out = rewrite(&submit, &props, &replace, &[("spark.x".into(), "1".into())]);
         assert_eq!(
@@ -594,18 +485,5 @@ mod tests {
                 "arg",
             ])
         );
-    }
-
-    #[test]
-    fn percent_before_a_multibyte_character_is_kept_literally() {
-        assert_eq!(percent_decode("%aé%41"), "%aéA");
-        assert_eq!(percent_decode("100%"), "100%");
-    }
-
-    #[test]
-    fn commas_and_percent_signs_survive_encoding() {
-        assert_eq!(encode_path("a,b 100%.jar"), "a%2Cb%20100%25.jar");
-        assert_eq!(percent_decode("a%2Cb%20100%25.jar"), "a,b 100%.jar");
-        assert_eq!(percent_decode("bad%zz%"), "bad%zz%");
     }
 }

@@ -2,7 +2,7 @@
 //! (upload token); `GET /v1/bundles/{bundle}` (upload token, or that
 //! bundle's own token).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use axum::extract::{Path, RawQuery, State};
@@ -13,7 +13,7 @@ use ferry_core::api::{
     BundleSummary, CreateBundleRequest, CreateBundleResponse, Entry, ErrorCode,
     ListBundlesResponse, Manifest,
 };
-use ferry_core::{BundleId, BundleRef, Digest, Ttl};
+use ferry_core::{BundleId, BundleRef, Digest, Selector, Ttl};
 use http::{HeaderMap, StatusCode};
 use rand::RngCore as _;
 
@@ -73,7 +73,7 @@ fn validate(request: &CreateBundleRequest, max_entries: usize) -> Result<(), Api
                 owner.namespace
             )));
         }
-        parse_selector(&owner.selector).map_err(invalid)?;
+        Selector::parse(&owner.selector).map_err(|e| invalid(e.to_string()))?;
     }
     Ok(())
 }
@@ -85,33 +85,6 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
-}
-
-/// Parses an equality-based label selector `k=v[,k=v...]`.
-pub fn parse_selector(selector: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for term in selector.split(',') {
-        let (key, value) = term
-            .split_once('=')
-            .map(|(k, v)| (k.trim(), v.trim().trim_start_matches('=')))
-            .ok_or_else(|| format!("selector term {term:?} is not key=value"))?;
-        let key_ok = !key.is_empty()
-            && key.len() <= 253
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
-        let value_ok = value.len() <= 63
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !key_ok || !value_ok {
-            return Err(format!(
-                "selector term {term:?} is not a valid label key=value"
-            ));
-        }
-        out.insert(key.to_owned(), value.to_owned());
-    }
-    Ok(out)
 }
 
 /// Every blob the entries name must be stored, at the size they claim
@@ -351,14 +324,48 @@ pub(super) async fn delete(
 
 #[cfg(test)]
 mod tests {
+    use ferry_core::api::{Entry, Owner};
+
     use super::*;
 
+    fn request_owned_by(selector: &str) -> CreateBundleRequest {
+        CreateBundleRequest {
+            name: None,
+            entries: vec![Entry {
+                path: ferry_core::EntryPath::parse("jars/a.jar").unwrap(),
+                digest: Digest::of(b"a"),
+                size: 1,
+                mode: None,
+            }],
+            labels: Default::default(),
+            owner: Some(Owner {
+                namespace: "spark-jobs".into(),
+                selector: selector.into(),
+            }),
+            ttl_seconds: None,
+        }
+    }
+
     #[test]
-    fn selectors_are_equality_terms() {
-        let s = parse_selector("app=spark,ferry.dev/bundle=id-x").unwrap();
-        assert_eq!(s.get("app").map(String::as_str), Some("spark"));
-        assert!(parse_selector("app").is_err());
-        assert!(parse_selector("app=a b").is_err());
-        assert!(parse_selector("").is_err());
+    fn owner_selectors_are_checked_with_the_shared_selector_rules() {
+        for ok in ["ferry.dev/submission=s-0123", "app=etl, team==data"] {
+            assert!(validate(&request_owned_by(ok), 10).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "app",
+            "app!=etl",
+            "app=a b",
+            "Bad.Prefix/app=x",
+            "app=a,app=b",
+        ] {
+            let error = validate(&request_owned_by(bad), 10).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidManifest, "{bad}");
+            assert!(
+                error.message.contains("label selector"),
+                "{bad}: {}",
+                error.message
+            );
+        }
     }
 }

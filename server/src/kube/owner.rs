@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ferry_core::BundleId;
+use ferry_core::{BundleId, Selector};
 
 /// A bundle as owner tracking sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,38 +59,6 @@ pub struct OwnerRules {
 /// When each unheld bundle was first seen unheld (the caller keeps it
 /// between decisions).
 pub type Absences = HashMap<BundleId, DateTime<Utc>>;
-
-/// An equality-based label selector, `k=v[,k=v...]` (`k==v` also accepted),
-/// the only form the server admits for owners.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Selector(BTreeMap<String, String>);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("owner selector {0:?} is not k=v[,k=v...]")]
-pub struct SelectorError(String);
-
-impl Selector {
-    pub fn parse(text: &str) -> Result<Self, SelectorError> {
-        let mut terms = BTreeMap::new();
-        for term in text.split(',') {
-            let (key, value) = term
-                .split_once('=')
-                .map(|(k, v)| (k.trim(), v.trim().trim_start_matches('=')))
-                .ok_or_else(|| SelectorError(text.to_owned()))?;
-            if key.is_empty() || key.ends_with('!') {
-                return Err(SelectorError(text.to_owned()));
-            }
-            terms.insert(key.to_owned(), value.to_owned());
-        }
-        Ok(Self(terms))
-    }
-
-    /// Every term equals the pod's label (an empty selector matches nothing,
-    /// so a bundle can never be held by every pod in a namespace by accident).
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        !self.0.is_empty() && self.0.iter().all(|(k, v)| labels.get(k) == Some(v))
-    }
-}
 
 /// Why a bundle is removed, for the log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,27 +160,6 @@ mod tests {
 
     fn ids(removals: &[Removal]) -> Vec<BundleId> {
         removals.iter().map(|r| r.id.clone()).collect()
-    }
-
-    #[test]
-    fn selectors_are_equality_terms_and_all_must_match() {
-        let s = Selector::parse("app=spark, spark-app-selector==x1").unwrap();
-        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect()
-        };
-        assert!(s.matches(&labels(&[
-            ("app", "spark"),
-            ("spark-app-selector", "x1"),
-            ("extra", "y")
-        ])));
-        assert!(!s.matches(&labels(&[("app", "spark")])));
-        assert!(!s.matches(&labels(&[("app", "spark"), ("spark-app-selector", "x2")])));
-        assert!(Selector::parse("app").is_err());
-        assert!(Selector::parse("app!=x").is_err());
-        assert!(Selector::parse("").is_err());
     }
 
     #[test]

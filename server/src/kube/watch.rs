@@ -16,11 +16,12 @@ use ::kube::Api;
 use ::kube::runtime::reflector::{self, Store};
 use ::kube::runtime::{WatchStreamExt, watcher};
 use chrono::Utc;
+use ferry_core::Selector;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::OwnerConfig;
-use super::owner::{Absences, OwnedBundle, PodView, Selector, bundles_to_remove};
+use super::owner::{Absences, OwnedBundle, PodView, bundles_to_remove};
 use crate::api::AppState;
 
 /// The pods the server can see, kept current by watches.

@@ -1,88 +1,30 @@
 //! kmock (PyPI) as a stand-in Kubernetes API server on loopback.
 //!
 //! kmock is a *fake*: an in-memory store of JSON objects behind the
-//! Kubernetes REST paths, with list and watch (it replays the current objects
-//! as ADDED, then streams ADDED/MODIFIED/DELETED). It has no admission, no
-//! RBAC, no authentication and no controllers, so a pass here shows
-//! ferry-server's kube-rs wiring against the wire protocol, not against a
-//! real cluster. Pods are created, patched and deleted through its REST API,
-//! the way a kubelet's changes reach a watcher. The script below adds two
-//! things kmock lacks: TokenReview answers from a fixed table, and 410 Gone
-//! for a watch resumed from a resourceVersion this process never issued.
-
-#![allow(dead_code)]
+//! Kubernetes REST paths, with list and watch. It has no admission, no RBAC,
+//! no authentication, no defaulting beyond a new pod's `Pending` status, and
+//! no controllers, so a pass against it shows a client's wiring against the
+//! wire protocol, not against a real cluster. `kube_mock.py` (next to this
+//! file) teaches it what real clients need: TokenReview answers from a fixed
+//! table, 410 Gone for a watch resumed from a resourceVersion it never
+//! issued, server-assigned resourceVersion/uid/creationTimestamp, Secrets'
+//! `stringData` folded into `data`, server-side apply creating objects,
+//! JSON patch and PUT, label and field selectors on list, watch and
+//! delete-collection, and watches over WebSocket (what Spark's fabric8
+//! client uses). Nothing runs pods: [`crate::kubelet`] does, writing pod
+//! status back through this API.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ferry_tests::{Child, free_port, in_ci, require_tool, wait_for_port};
+use crate::{Child, free_port, in_ci, require_tool, wait_for_port};
 use serde_json::{Value, json};
 
-const SERVER: &str = r#"
-import asyncio, json, os, sys
-import aiohttp.web
-import kmock
-
-# TokenReview: the emulator would store each review as an object (and refuse
-# the second one as a duplicate), so reviews are answered here from a fixed
-# table of tokens instead.
-ACCOUNTS = {
-    'eyJhbGciOiJub25lIn0.spark-submitter.sig': 'system:serviceaccount:spark:submitter',
-    'eyJhbGciOiJub25lIn0.ci-publisher.sig': 'system:serviceaccount:ci:publisher',
-    'eyJhbGciOiJub25lIn0.human.sig': 'alice@example.com',
-}
-
-# resourceVersions: kmock keeps whatever objects say and ignores the one a
-# watch asks to resume from. A real API server answers a watch from a version
-# it does not know (or no longer keeps) with 410 Gone, which makes a client
-# list again. This instance does the same for versions it never issued, so a
-# watcher that outlives one kmock process re-lists on the next.
-EPOCH = 'epoch-%d' % os.getpid()
-
-class Api(kmock.KubernetesEmulator):
-    known_versions = {EPOCH}
-
-    async def _handle(self, request):
-        if request.resource is not None and request.resource.plural == 'tokenreviews':
-            spec = (request.data or {}).get('spec', {})
-            user = ACCOUNTS.get(spec.get('token'))
-            status = ({'authenticated': True, 'user': {'username': user}} if user
-                      else {'authenticated': False, 'error': 'invalid bearer token'})
-            return aiohttp.web.json_response({
-                'apiVersion': 'authentication.k8s.io/v1', 'kind': 'TokenReview',
-                'metadata': {}, 'spec': spec, 'status': status}, status=201)
-        if isinstance(request.data, dict):
-            version = request.data.get('metadata', {}).get('resourceVersion')
-            if version:
-                self.known_versions.add(version)
-        if request.action == kmock.action.WATCH:
-            since = request.params.get('resourceVersion')
-            if since and since not in self.known_versions:
-                gone = {'type': 'ERROR', 'object': {
-                    'apiVersion': 'v1', 'kind': 'Status', 'metadata': {}, 'status': 'Failure',
-                    'message': 'too old resource version: %s' % since,
-                    'reason': 'Expired', 'code': 410}}
-                return aiohttp.web.Response(text=json.dumps(gone) + '\n',
-                                            content_type='application/json')
-        return await super()._handle(request)
-
-    async def _serve_list(self, request):
-        listed = await super()._serve_list(request)
-        listed['metadata']['resourceVersion'] = EPOCH
-        return listed
-
-async def main(port):
-    async with Api() as api, kmock.Server(api, port=port):
-        api.resources['v1/pods'] = kmock.ResourceInfo(
-            kind='Pod', namespaced=True,
-            verbs={'get', 'list', 'watch', 'create', 'update', 'patch', 'delete'})
-        print('kmock listening on', port, flush=True)
-        await asyncio.Event().wait()
-
-asyncio.run(main(int(sys.argv[1])))
-"#;
+/// The server: kmock plus what the tests need of a real API server (see
+/// the script's header for the list).
+const SERVER: &str = include_str!("kube_mock.py");
 
 /// Service-account tokens the fake's TokenReview accepts, with the user each
 /// one is (JWT-shaped, as ferry-server only reviews those).
@@ -177,10 +119,6 @@ impl KubeMock {
         self.version.fetch_add(1, Ordering::Relaxed).to_string()
     }
 
-    fn pods_url(&self, namespace: &str) -> String {
-        format!("{}/api/v1/namespaces/{namespace}/pods", self.url)
-    }
-
     /// Creates a pod with these labels and `status.phase`.
     pub fn create_pod(&self, namespace: &str, name: &str, labels: &[(&str, &str)], phase: &str) {
         let labels: serde_json::Map<String, Value> = labels
@@ -199,18 +137,7 @@ impl KubeMock {
             "spec": {"containers": [{"name": "main", "image": "example"}]},
             "status": {"phase": phase},
         });
-        let response = self
-            .http
-            .post(self.pods_url(namespace))
-            .json(&pod)
-            .send()
-            .expect("POST pod to kmock");
-        assert!(
-            response.status().is_success(),
-            "kmock create pod: {} {:?}",
-            response.status(),
-            response.text()
-        );
+        self.client().create(namespace, "pods", &pod);
     }
 
     /// Changes a pod's `status.phase` (a MODIFIED event).
@@ -219,50 +146,117 @@ impl KubeMock {
             "metadata": {"resourceVersion": self.next_version()},
             "status": {"phase": phase},
         });
-        let response = self
-            .http
-            .patch(format!("{}/{name}", self.pods_url(namespace)))
-            .header("content-type", "application/merge-patch+json")
-            .body(patch.to_string())
-            .send()
-            .expect("PATCH pod on kmock");
-        assert!(
-            response.status().is_success(),
-            "kmock patch pod: {} {:?}",
-            response.status(),
-            response.text()
-        );
+        let path = Self::path(namespace, "pods", name);
+        assert!(self.client().merge_patch(&path, &patch), "no pod {path}");
     }
 
     /// Deletes a pod (a DELETED event).
     pub fn delete_pod(&self, namespace: &str, name: &str) {
-        let response = self
-            .http
-            .delete(format!("{}/{name}", self.pods_url(namespace)))
-            .send()
-            .expect("DELETE pod on kmock");
-        assert!(
-            response.status().is_success(),
-            "kmock delete pod: {} {:?}",
-            response.status(),
-            response.text()
-        );
+        let path = Self::path(namespace, "pods", name);
+        assert!(self.client().delete(&path), "no pod {path}");
+    }
+
+    /// A client for this server's REST API (cheap to clone, for threads).
+    pub fn client(&self) -> KubeClient {
+        KubeClient {
+            url: self.url.clone(),
+            http: self.http.clone(),
+        }
+    }
+
+    /// See [`KubeClient::path`].
+    pub fn path(namespace: &str, plural: &str, name: &str) -> String {
+        KubeClient::path(namespace, plural, name)
     }
 
     /// The pods kmock lists in `namespace` (to check the fake itself).
     pub fn pod_names(&self, namespace: &str) -> Vec<String> {
-        let list: Value = self
-            .http
-            .get(self.pods_url(namespace))
-            .send()
-            .and_then(|r| r.json())
-            .expect("list pods on kmock");
-        list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        self.client()
+            .list(namespace, "pods", None)
+            .iter()
             .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
             .collect()
+    }
+}
+
+/// Plain REST calls on a kmock server, as `kubectl` or a kubelet make them.
+#[derive(Clone)]
+pub struct KubeClient {
+    pub url: String,
+    http: reqwest::blocking::Client,
+}
+
+impl KubeClient {
+    /// The API path of a namespaced core (v1) object, or of the collection
+    /// when `name` is empty: `/api/v1/namespaces/{namespace}/{plural}/{name}`.
+    pub fn path(namespace: &str, plural: &str, name: &str) -> String {
+        let collection = format!("/api/v1/namespaces/{namespace}/{plural}");
+        if name.is_empty() {
+            collection
+        } else {
+            format!("{collection}/{name}")
+        }
+    }
+
+    /// Sends `request` (`what` names it in messages): the answer's JSON, or
+    /// `None` for 404; any other failure panics with the fake's answer.
+    fn send(&self, what: &str, request: reqwest::blocking::RequestBuilder) -> Option<Value> {
+        let response = request
+            .send()
+            .unwrap_or_else(|e| panic!("{what} on kmock: {e}"));
+        let status = response.status();
+        if status == 404 {
+            return None;
+        }
+        let body = response.text().unwrap_or_default();
+        assert!(status.is_success(), "kmock {what}: {status} {body}");
+        Some(serde_json::from_str(&body).unwrap_or_else(|e| panic!("kmock {what}: {e}: {body}")))
+    }
+
+    /// GETs an API path; `None` when the object does not exist.
+    pub fn get(&self, path: &str) -> Option<Value> {
+        let url = format!("{}{path}", self.url);
+        self.send(&format!("GET {path}"), self.http.get(url))
+    }
+
+    /// The objects of a namespaced core collection, optionally by label
+    /// selector (as `kubectl get -l` sends it).
+    pub fn list(&self, namespace: &str, plural: &str, selector: Option<&str>) -> Vec<Value> {
+        let path = Self::path(namespace, plural, "");
+        let mut request = self.http.get(format!("{}{path}", self.url));
+        if let Some(selector) = selector {
+            request = request.query(&[("labelSelector", selector)]);
+        }
+        let list = self
+            .send(&format!("list {path}"), request)
+            .unwrap_or_default();
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Creates an object in a namespaced core collection and returns it as
+    /// stored (with the version, uid and timestamp the fake assigns).
+    pub fn create(&self, namespace: &str, plural: &str, object: &Value) -> Value {
+        let path = Self::path(namespace, plural, "");
+        let request = self.http.post(format!("{}{path}", self.url)).json(object);
+        self.send(&format!("POST {path}"), request)
+            .unwrap_or_else(|| panic!("kmock POST {path}: 404"))
+    }
+
+    /// Applies a JSON merge patch to the object at `path`, as a kubelet
+    /// patches pod status; false when the object is gone.
+    pub fn merge_patch(&self, path: &str, patch: &Value) -> bool {
+        let request = self
+            .http
+            .patch(format!("{}{path}", self.url))
+            .header("content-type", "application/merge-patch+json")
+            .body(patch.to_string());
+        self.send(&format!("PATCH {path}"), request).is_some()
+    }
+
+    /// Deletes the object at `path`; false when it was not there.
+    pub fn delete(&self, path: &str) -> bool {
+        let request = self.http.delete(format!("{}{path}", self.url));
+        self.send(&format!("DELETE {path}"), request).is_some()
     }
 }
 

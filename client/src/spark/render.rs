@@ -1,0 +1,383 @@
+//! The spark-submit side of rendering a staged submission: the merged pod
+//! templates at the paths the command names, the `--conf`s that point Spark
+//! at them and label the pods, the rewritten command, and what `--dry-run`
+//! prints (text, or one JSON object). Pure: writing the templates, creating
+//! the Secret and running the command are the caller's.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ferry_core::BundleId;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use serde::Serialize;
+
+use super::rewrite;
+use super::submission::{Role, SparkPlan};
+use crate::submission::render::{PodDelivery, PodOptions};
+
+/// One merged pod template and where it goes.
+#[derive(Debug, Clone)]
+pub struct RenderedTemplate {
+    pub path: PathBuf,
+    pub pod: Pod,
+    /// The pod as written to `path`.
+    pub yaml: String,
+}
+
+/// Everything `ferry submit` writes, creates or runs.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub bundle: BundleId,
+    pub secret: Secret,
+    /// Driver, then executor.
+    pub templates: Vec<RenderedTemplate>,
+    /// spark-submit with every dependency rewritten, program first.
+    pub command: Vec<String>,
+}
+
+/// What a dry run prints with `--output json`.
+#[derive(Debug, Serialize)]
+struct DryRun<'a> {
+    bundle: &'a BundleId,
+    secret: &'a Secret,
+    driver_template: String,
+    executor_template: String,
+    command: &'a [String],
+}
+
+/// Renders `plan` once its files are staged as `bundle` (read `token`).
+/// `bases` holds the user's own templates, read from the paths the plan
+/// names.
+pub fn render(
+    plan: &SparkPlan,
+    bundle: &BundleId,
+    token: &str,
+    options: &PodOptions,
+    bases: &BTreeMap<Role, Pod>,
+) -> Result<Rendered, serde_yaml::Error> {
+    let delivery = PodDelivery::new(&plan.submission, bundle, token, options);
+    let templates = plan
+        .templates
+        .iter()
+        .map(|template| {
+            let pod = delivery.template(bases.get(&template.role).cloned(), &template.container);
+            Ok(RenderedTemplate {
+                path: template.path.clone(),
+                yaml: serde_yaml::to_string(&pod)?,
+                pod,
+            })
+        })
+        .collect::<Result<Vec<_>, serde_yaml::Error>>()?;
+    let deliveries = &plan.submission.deliveries;
+    let replace = |dep: &crate::submission::Dependency| deliveries.rewrite(dep).map(str::to_owned);
+    let command = rewrite(&plan.submit, &plan.properties, &replace, &confs(plan)).to_argv();
+    Ok(Rendered {
+        bundle: bundle.clone(),
+        secret: delivery.secret,
+        templates,
+        command,
+    })
+}
+
+/// The settings ferry adds: each role's template and main container, the
+/// labels that make the pods own the bundle, and the namespace if Spark
+/// had none.
+fn confs(plan: &SparkPlan) -> Vec<(String, String)> {
+    let mut confs = Vec::new();
+    for template in &plan.templates {
+        let role = template.role;
+        confs.push((
+            role.setting("podTemplateFile"),
+            template.path.display().to_string(),
+        ));
+        confs.push((
+            role.setting("podTemplateContainerName"),
+            template.container.clone(),
+        ));
+        for (key, value) in plan.submission.pod_labels() {
+            confs.push((role.setting(&format!("label.{key}")), value.clone()));
+        }
+    }
+    if plan.setting("spark.kubernetes.namespace").is_none() {
+        confs.push((
+            "spark.kubernetes.namespace".into(),
+            plan.submission.namespace.clone(),
+        ));
+    }
+    // Spark 4's driver copies every `local://` jar into its working
+    // directory and serves that copy to each executor (spark://.../jars/),
+    // which makes the driver the fan-out point ferry-init exists to remove.
+    // Jars of a scheme listed here stay `local://`, so each executor uses
+    // the copy its own ferry-init delivered. (Spark has no such switch for
+    // --files, --py-files or --archives; see the README.)
+    if let Some(schemes) = avoid_download_schemes(plan.setting(AVOID_DOWNLOAD)) {
+        confs.push((AVOID_DOWNLOAD.into(), schemes));
+    }
+    confs
+}
+
+/// Spark 4: schemes whose jars the driver neither downloads nor serves.
+const AVOID_DOWNLOAD: &str = "spark.kubernetes.jars.avoidDownloadSchemes";
+
+/// The user's `spark.kubernetes.jars.avoidDownloadSchemes` with `local`
+/// added; `None` when it already covers `local` (listed, or `*`).
+fn avoid_download_schemes(user: Option<&str>) -> Option<String> {
+    let mut schemes: Vec<&str> = user
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if schemes.iter().any(|s| *s == "local" || *s == "*") {
+        return None;
+    }
+    schemes.push("local");
+    Some(schemes.join(","))
+}
+
+impl Rendered {
+    /// `--dry-run --output json`: bundle, Secret, template paths, command.
+    pub fn dry_run_json(&self) -> Result<String, serde_json::Error> {
+        let path_of = |role: usize| {
+            self.templates
+                .get(role)
+                .map(|t| t.path.display().to_string())
+                .unwrap_or_default()
+        };
+        serde_json::to_string_pretty(&DryRun {
+            bundle: &self.bundle,
+            secret: &self.secret,
+            driver_template: path_of(0),
+            executor_template: path_of(1),
+            command: &self.command,
+        })
+    }
+
+    /// `--dry-run`: the Secret, each template under its path, and the
+    /// command as a shell line, as one YAML stream.
+    pub fn dry_run_text(&self) -> Result<String, serde_yaml::Error> {
+        let mut text = serde_yaml::to_string(&self.secret)?;
+        for template in &self.templates {
+            text.push_str(&format!("---\n# {}\n", template.path.display()));
+            text.push_str(&template.yaml);
+        }
+        let quoted: Vec<String> = self.command.iter().map(|a| shell_quote(a)).collect();
+        text.push_str(&format!(
+            "---\n# spark-submit command:\n# {}\n",
+            quoted.join(" ")
+        ));
+        Ok(text)
+    }
+}
+
+/// Quotes one argument for a POSIX shell.
+pub fn shell_quote(arg: &str) -> String {
+    let safe = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@%+[]".contains(&b));
+    if safe {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spark::SparkSubmit;
+    use crate::spark::submission::PlanOptions;
+    use crate::submission::SubmissionId;
+
+    fn argv(s: &[&str]) -> Vec<String> {
+        s.iter().map(|a| a.to_string()).collect()
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        plan: SparkPlan,
+    }
+
+    /// `spark-submit --jars <dep.jar>,s3a://b/x.jar --files 'conf dir/a.conf#cfg' <app.jar> arg`.
+    fn fixture(extra: &[&str]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("conf dir")).unwrap();
+        for name in ["app.jar", "dep.jar", "conf dir/a.conf"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let path = |n: &str| dir.path().join(n).display().to_string();
+        let mut args = argv(&["spark-submit", "--master", "k8s://https://k:6443"]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend([
+            "--jars".into(),
+            format!("{},s3a://b/x.jar", path("dep.jar")),
+            "--files".into(),
+            format!("{}#cfg", path("conf dir/a.conf")),
+            path("app.jar"),
+            "arg".into(),
+        ]);
+        let plan = SparkPlan::new(
+            SparkSubmit::parse(&args).unwrap(),
+            BTreeMap::new(),
+            &PlanOptions {
+                namespace: Some("jobs".into()),
+                deps_dir: crate::k8s::DEPS_DIR.parse().unwrap(),
+                template_dir: Some("/t".into()),
+            },
+            SubmissionId::generate(),
+            || None,
+        )
+        .unwrap();
+        Fixture { _dir: dir, plan }
+    }
+
+    fn options() -> PodOptions {
+        PodOptions {
+            image: "ferry-init:test".into(),
+            server: "http://ferry.ferry-system.svc:7070".into(),
+            node_cache: None,
+        }
+    }
+
+    fn bundle() -> BundleId {
+        BundleId::parse("id-0000000000000000000000000c").unwrap()
+    }
+
+    #[test]
+    fn the_command_points_at_the_pods_copies_templates_and_labels() {
+        let fixture = fixture(&[]);
+        let plan = &fixture.plan;
+        let rendered = render(plan, &bundle(), "tok", &options(), &BTreeMap::new()).unwrap();
+        let id = plan.submission.id.as_str();
+        let expected: Vec<String> = [
+            "spark-submit",
+            "--master",
+            "k8s://https://k:6443",
+            "--jars",
+            "local:///var/ferry/jars/dep.jar,local:///var/ferry/jars/x.jar",
+            "--files",
+            "local:///var/ferry/files/a.conf#cfg",
+            "--conf",
+            "spark.kubernetes.driver.podTemplateFile=/t/driver-pod-template.yaml",
+            "--conf",
+            "spark.kubernetes.driver.podTemplateContainerName=spark-kubernetes-driver",
+            "--conf",
+            &format!("spark.kubernetes.driver.label.ferry.dev/submission={id}"),
+            "--conf",
+            "spark.kubernetes.executor.podTemplateFile=/t/executor-pod-template.yaml",
+            "--conf",
+            "spark.kubernetes.executor.podTemplateContainerName=spark-kubernetes-executor",
+            "--conf",
+            &format!("spark.kubernetes.executor.label.ferry.dev/submission={id}"),
+            "--conf",
+            "spark.kubernetes.namespace=jobs",
+            "--conf",
+            "spark.kubernetes.jars.avoidDownloadSchemes=local",
+            "local:///var/ferry/app/app.jar",
+            "arg",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(rendered.command, expected);
+        let paths: Vec<&str> = rendered
+            .templates
+            .iter()
+            .map(|t| t.path.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/t/driver-pod-template.yaml",
+                "/t/executor-pod-template.yaml"
+            ]
+        );
+        // Each template's ferry-init fetches the bundle and the remote jar.
+        for template in &rendered.templates {
+            let reread: Pod = serde_yaml::from_str(&template.yaml).unwrap();
+            assert_eq!(reread, template.pod);
+            let spec = template.pod.spec.as_ref().unwrap();
+            let init = &spec.init_containers.as_ref().unwrap()[0];
+            let plan = crate::k8s::plan_of(init).unwrap();
+            let items: Vec<(String, &str)> = plan
+                .items
+                .iter()
+                .map(|i| (i.uri.to_string(), i.dest.as_str()))
+                .collect();
+            assert_eq!(
+                items,
+                [
+                    (format!("ferry://{}", bundle()), "/var/ferry/other"),
+                    ("s3a://b/x.jar".to_owned(), "/var/ferry/jars"),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_namespace_spark_already_has_is_not_repeated_and_user_templates_are_merged() {
+        let fixture = fixture(&["--conf", "spark.kubernetes.namespace=jobs"]);
+        let base: Pod =
+            serde_yaml::from_str("metadata:\n  labels: {team: data}\nspec:\n  containers: []\n")
+                .unwrap();
+        let bases = BTreeMap::from([(Role::Executor, base)]);
+        let rendered = render(&fixture.plan, &bundle(), "tok", &options(), &bases).unwrap();
+        let namespaces = rendered
+            .command
+            .iter()
+            .filter(|a| a.starts_with("spark.kubernetes.namespace="))
+            .count();
+        assert_eq!(namespaces, 1);
+        let labels = |i: usize| rendered.templates[i].pod.metadata.labels.clone();
+        assert_eq!(labels(0), None);
+        assert_eq!(labels(1).unwrap()["team"], "data");
+    }
+
+    #[test]
+    fn dry_runs_print_the_same_facts_as_text_and_json() {
+        let fixture = fixture(&[]);
+        let rendered = render(
+            &fixture.plan,
+            &bundle(),
+            "tok",
+            &options(),
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&rendered.dry_run_json().unwrap()).unwrap();
+        assert_eq!(json["bundle"], bundle().as_str());
+        assert_eq!(json["secret"]["stringData"]["token"], "tok");
+        assert_eq!(json["driver_template"], "/t/driver-pod-template.yaml");
+        assert_eq!(json["executor_template"], "/t/executor-pod-template.yaml");
+        assert_eq!(json["command"], serde_json::json!(rendered.command));
+
+        let text = rendered.dry_run_text().unwrap();
+        let documents: Vec<&str> = text.split("---\n").collect();
+        assert_eq!(documents.len(), 4, "{text}");
+        let secret: Secret = serde_yaml::from_str(documents[0]).unwrap();
+        assert_eq!(secret, rendered.secret);
+        assert!(documents[1].starts_with("# /t/driver-pod-template.yaml\n"));
+        assert!(documents[1].ends_with(&rendered.templates[0].yaml));
+        assert!(documents[3].contains("local:///var/ferry/files/a.conf#cfg"));
+    }
+
+    #[test]
+    fn shell_quoting_round_trips_awkward_arguments() {
+        assert_eq!(shell_quote("--conf"), "--conf");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn local_jars_are_kept_from_the_drivers_file_server() {
+        assert_eq!(avoid_download_schemes(None).as_deref(), Some("local"));
+        assert_eq!(
+            avoid_download_schemes(Some("s3a, gs")).as_deref(),
+            Some("s3a,gs,local")
+        );
+        assert_eq!(avoid_download_schemes(Some("local,s3a")), None);
+        assert_eq!(avoid_download_schemes(Some("*")), None);
+    }
+}

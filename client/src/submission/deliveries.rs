@@ -1,0 +1,357 @@
+//! Where every dependency of a submission goes: local files become bundle
+//! entries `<group>/<name>`, remote URIs become fetch-plan items landing in
+//! `<deps dir>/<group>/<name>`, and each is rewritten to that `local://`
+//! path. Two dependencies that would land on one path are refused.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ferry_core::plan::{FetchPlan, PlanItem};
+use ferry_core::{BundleRef, EntryPath, SourceUri};
+
+use super::{Dependency, DepsDir, Kind, Origin, SubmissionError};
+use crate::files::LocalFile;
+
+/// A remote URI ferry-init fetches, and the file it becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    pub uri: SourceUri,
+    /// Its group: it lands in `<deps dir>/<group>/`.
+    pub kind: Kind,
+    pub name: EntryPath,
+}
+
+/// What becomes of each dependency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deliveries {
+    deps_dir: DepsDir,
+    staged: Vec<LocalFile>,
+    fetched: Vec<Fetch>,
+    /// Dependency as written (kind, location without alias) → its
+    /// `local://` replacement.
+    rewrites: BTreeMap<(Kind, String), String>,
+}
+
+impl Deliveries {
+    /// Decides where every dependency goes under `deps_dir` in the pods;
+    /// stats each local file (it must be a regular file) and nothing else.
+    /// A dependency listed twice is delivered once.
+    pub fn plan(deps: &[Dependency], deps_dir: &DepsDir) -> Result<Self, SubmissionError> {
+        let mut deliveries = Self {
+            deps_dir: deps_dir.clone(),
+            staged: Vec::new(),
+            fetched: Vec::new(),
+            rewrites: BTreeMap::new(),
+        };
+        // Entry path under the deps dir → the dependency that lands there.
+        let mut landing: BTreeMap<EntryPath, String> = BTreeMap::new();
+        for dep in deps {
+            let key = (dep.kind, dep.location.clone());
+            if deliveries.rewrites.contains_key(&key) {
+                continue;
+            }
+            let origin = dep.origin().map_err(|source| SubmissionError::Uri {
+                location: dep.location.clone(),
+                source,
+            })?;
+            let (name, source) = match origin {
+                Origin::Untouched => continue,
+                Origin::Local(path) => {
+                    let (name, executable) = local_file(dep, &path)?;
+                    (name, Source::Local { path, executable })
+                }
+                Origin::Remote(uri) => (remote_name(dep, &uri)?, Source::Remote(uri)),
+            };
+            let target = EntryPath::parse(dep.kind.group())
+                .and_then(|group| group.join(&name))
+                .map_err(|source| SubmissionError::EntryPath {
+                    location: dep.location.clone(),
+                    source,
+                })?;
+            if let Some(previous) = landing.insert(target.clone(), dep.location.clone()) {
+                return Err(SubmissionError::Collision {
+                    previous,
+                    location: dep.location.clone(),
+                    target: format!("{}/{target}", deps_dir.as_str()),
+                });
+            }
+            match source {
+                Source::Local { path, executable } => deliveries.staged.push(LocalFile {
+                    source: path,
+                    path: target.clone(),
+                    executable,
+                }),
+                Source::Remote(uri) => deliveries.fetched.push(Fetch {
+                    uri,
+                    kind: dep.kind,
+                    name,
+                }),
+            }
+            deliveries.rewrites.insert(
+                key,
+                ferry_core::uri::local_uri(&format!("{}/{target}", deps_dir.as_str())),
+            );
+        }
+        Ok(deliveries)
+    }
+
+    /// The local files, as bundle entries.
+    pub fn staged(&self) -> &[LocalFile] {
+        &self.staged
+    }
+
+    /// The remote URIs ferry-init fetches.
+    pub fn fetched(&self) -> &[Fetch] {
+        &self.fetched
+    }
+
+    pub fn deps_dir(&self) -> &DepsDir {
+        &self.deps_dir
+    }
+
+    /// What `dep` is rewritten to, if ferry delivers it.
+    pub fn rewrite(&self, dep: &Dependency) -> Option<&str> {
+        self.rewrites
+            .get(&(dep.kind, dep.location.clone()))
+            .map(String::as_str)
+    }
+
+    /// What ferry-init fetches once `bundle` holds the staged files: the
+    /// bundle, each group into its directory, then every remote URI.
+    pub fn fetch_plan(&self, bundle: &BundleRef) -> FetchPlan {
+        let groups = Kind::ALL
+            .iter()
+            .map(|kind| (kind.group().to_owned(), self.deps_dir.group_dir(*kind)))
+            .collect();
+        let mut items = vec![PlanItem::bundle(bundle, self.deps_dir.other_dir(), groups)];
+        items.extend(self.fetched.iter().map(|fetch| {
+            PlanItem::file(
+                fetch.uri.clone(),
+                self.deps_dir.group_dir(fetch.kind),
+                fetch.name.clone(),
+            )
+        }));
+        FetchPlan::new(items)
+    }
+}
+
+/// Where the bytes of one delivered dependency come from.
+enum Source {
+    Local { path: PathBuf, executable: bool },
+    Remote(SourceUri),
+}
+
+/// A local dependency's file name, and whether it is executable (kept as
+/// mode 0755 in the bundle), from one stat.
+fn local_file(
+    dep: &Dependency,
+    path: &std::path::Path,
+) -> Result<(EntryPath, bool), SubmissionError> {
+    let meta = std::fs::metadata(path).map_err(|source| SubmissionError::Stat {
+        group: dep.kind.group(),
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(SubmissionError::NotAFile(path.to_owned()));
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| SubmissionError::NoFileName(dep.location.clone()))?;
+    let name = EntryPath::parse(name).map_err(|source| SubmissionError::EntryPath {
+        location: dep.location.clone(),
+        source,
+    })?;
+    use std::os::unix::fs::PermissionsExt as _;
+    Ok((name, meta.permissions().mode() & 0o111 != 0))
+}
+
+/// The file name a remote dependency lands under: its URI's last segment,
+/// as ferry-init would choose it. A whole bundle or bundle folder is many
+/// files, which one Spark list element cannot name.
+fn remote_name(dep: &Dependency, uri: &SourceUri) -> Result<EntryPath, SubmissionError> {
+    if uri.is_many() {
+        return Err(SubmissionError::ManyFiles(dep.location.clone()));
+    }
+    uri.file_name().map_err(|source| SubmissionError::Uri {
+        location: dep.location.clone(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deps_dir() -> DepsDir {
+        crate::k8s::DEPS_DIR.parse().unwrap()
+    }
+
+    fn dep(kind: Kind, text: &str) -> Dependency {
+        Dependency::parse(kind, text)
+    }
+
+    #[test]
+    fn local_files_are_staged_by_group_and_remote_ones_fetched_into_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let jar = dir.path().join("a b.jar");
+        std::fs::write(&jar, "jar").unwrap();
+        let script = dir.path().join("run,v2.py");
+        std::fs::write(&script, "py").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let deps = [
+            dep(Kind::Jar, &jar.display().to_string()),
+            dep(Kind::Jar, &jar.display().to_string()),
+            dep(Kind::Jar, "s3a://bucket/lib/x.jar"),
+            dep(Kind::PyFile, "https://h/dl/helpers%20v1.py?raw=1"),
+            dep(Kind::File, "local:///opt/in-image.conf"),
+            dep(Kind::Primary, &script.display().to_string()),
+        ];
+        let deliveries = Deliveries::plan(&deps, &deps_dir()).unwrap();
+        let staged: Vec<(&str, bool)> = deliveries
+            .staged()
+            .iter()
+            .map(|f| (f.path.as_str(), f.executable))
+            .collect();
+        assert_eq!(staged, [("jars/a b.jar", false), ("app/run,v2.py", true)]);
+        let fetched: Vec<(String, Kind, &str)> = deliveries
+            .fetched()
+            .iter()
+            .map(|f| (f.uri.to_string(), f.kind, f.name.as_str()))
+            .collect();
+        assert_eq!(
+            fetched,
+            [
+                ("s3a://bucket/lib/x.jar".to_owned(), Kind::Jar, "x.jar"),
+                (
+                    "https://h/dl/helpers%20v1.py?raw=1".to_owned(),
+                    Kind::PyFile,
+                    "helpers v1.py"
+                ),
+            ]
+        );
+        let rewrite = |d: &Dependency| deliveries.rewrite(d).map(str::to_owned);
+        assert_eq!(
+            rewrite(&deps[0]).as_deref(),
+            Some("local:///var/ferry/jars/a%20b.jar")
+        );
+        assert_eq!(
+            rewrite(&deps[2]).as_deref(),
+            Some("local:///var/ferry/jars/x.jar")
+        );
+        assert_eq!(
+            rewrite(&deps[3]).as_deref(),
+            Some("local:///var/ferry/pyfiles/helpers%20v1.py")
+        );
+        assert_eq!(rewrite(&deps[4]), None, "local:// is Spark's");
+        assert_eq!(
+            rewrite(&deps[5]).as_deref(),
+            Some("local:///var/ferry/app/run%2Cv2.py")
+        );
+    }
+
+    #[test]
+    fn the_fetch_plan_has_the_bundle_by_group_then_each_remote_uri() {
+        let deps = [
+            dep(Kind::Jar, "s3a://bucket/x.jar"),
+            dep(Kind::File, "gs://b/conf/app.yaml"),
+        ];
+        let deliveries = Deliveries::plan(&deps, &"/pod dir".parse().unwrap()).unwrap();
+        let bundle = BundleRef::parse("id-0000000000000000000000000a").unwrap();
+        let plan = deliveries.fetch_plan(&bundle);
+        assert_eq!(plan.items.len(), 3);
+        assert_eq!(plan.items[0].uri, SourceUri::bundle(&bundle));
+        assert_eq!(plan.items[0].dest, "/pod dir/other");
+        assert_eq!(
+            plan.items[0].groups,
+            BTreeMap::from(
+                ["app", "archives", "files", "jars", "pyfiles"]
+                    .map(|g| (g.to_owned(), format!("/pod dir/{g}")))
+            )
+        );
+        let remote: Vec<(String, &str, Option<&str>)> = plan.items[1..]
+            .iter()
+            .map(|i| {
+                (
+                    i.uri.to_string(),
+                    i.dest.as_str(),
+                    i.name.as_ref().map(EntryPath::as_str),
+                )
+            })
+            .collect();
+        assert_eq!(
+            remote,
+            [
+                (
+                    "s3a://bucket/x.jar".to_owned(),
+                    "/pod dir/jars",
+                    Some("x.jar")
+                ),
+                (
+                    "gs://b/conf/app.yaml".to_owned(),
+                    "/pod dir/files",
+                    Some("app.yaml")
+                ),
+            ]
+        );
+        // What ferry-init reads is what was written.
+        assert_eq!(FetchPlan::from_json(&plan.to_json()).unwrap(), plan);
+    }
+
+    #[test]
+    fn two_dependencies_landing_in_one_place_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["x", "y"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+            std::fs::write(dir.path().join(d).join("a.jar"), d).unwrap();
+        }
+        let local = [
+            dep(Kind::Jar, &dir.path().join("x/a.jar").display().to_string()),
+            dep(Kind::Jar, &dir.path().join("y/a.jar").display().to_string()),
+        ];
+        let err = Deliveries::plan(&local, &deps_dir())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("would both land at /var/ferry/jars/a.jar"),
+            "{err}"
+        );
+        let mixed = [local[0].clone(), dep(Kind::Jar, "https://h/a.jar")];
+        assert!(matches!(
+            Deliveries::plan(&mixed, &deps_dir()),
+            Err(SubmissionError::Collision { .. })
+        ));
+        let other_groups = [local[0].clone(), dep(Kind::File, "https://h/a.jar")];
+        assert!(Deliveries::plan(&other_groups, &deps_dir()).is_ok());
+    }
+
+    #[test]
+    fn what_cannot_be_delivered_is_refused_before_anything_is_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().display().to_string();
+        let refused =
+            |text: &str| Deliveries::plan(&[dep(Kind::Jar, text)], &deps_dir()).unwrap_err();
+        assert!(matches!(refused(&folder), SubmissionError::NotAFile(_)));
+        assert!(matches!(
+            refused("/no/such/dep.jar"),
+            SubmissionError::Stat { .. }
+        ));
+        assert!(matches!(
+            refused("ferry://team-libs"),
+            SubmissionError::ManyFiles(_)
+        ));
+        assert!(matches!(
+            refused("ferry://team-libs/jars/"),
+            SubmissionError::ManyFiles(_)
+        ));
+        assert!(matches!(
+            refused("s3a://bucket/"),
+            SubmissionError::Uri { .. }
+        ));
+        assert!(matches!(refused("https://h/"), SubmissionError::Uri { .. }));
+        let message = refused("s3a://bucket/").to_string();
+        assert!(message.starts_with("s3a://bucket/"), "{message}");
+    }
+}
