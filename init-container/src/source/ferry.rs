@@ -155,7 +155,10 @@ pub struct FerryBlob {
 
 impl FerryBlob {
     fn signed(&self) -> Option<Url> {
-        self.signed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.signed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn remember(&self, url: Option<Url>) {
