@@ -375,8 +375,8 @@ fn ferry_init_reads_blobs_through_redirects_without_its_token_on_azurite() {
 }
 
 /// GC on three replicas every 100 ms, with a short grace, while writers
-/// upload and create bundles on all of them: every acknowledged bundle
-/// stays whole.
+/// upload and create bundles on all of them and fsck checks the bucket:
+/// every acknowledged bundle stays whole, and fsck finds no damage.
 #[test]
 fn gc_on_every_replica_during_a_write_load_keeps_every_acknowledged_bundle() {
     let Some(bucket) = moto_bucket("gc-load") else {
@@ -397,6 +397,26 @@ fn gc_on_every_replica_during_a_write_load_keeps_every_acknowledged_bundle() {
     let acknowledged = Mutex::new(Vec::<(String, Vec<u8>)>::new());
     let refused = Mutex::new(0u32);
     std::thread::scope(|scope| {
+        // fsck on the bucket the replicas are writing: what they change
+        // meanwhile is not damage (two bounded runs).
+        let (data, env) = (bucket.data.clone(), bucket.env.clone());
+        scope.spawn(move || {
+            for _ in 0..2 {
+                std::thread::sleep(Duration::from_millis(1500));
+                let output = std::process::Command::new(ferry_tests::bin("ferry-server"))
+                    .args(["fsck", "--data", &data])
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
+                    .output()
+                    .expect("run ferry-server fsck");
+                assert!(
+                    output.status.success(),
+                    "fsck during the load: {}\n{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        });
         for writer in 0..3u64 {
             let (servers, acknowledged, refused) = (&servers, &acknowledged, &refused);
             scope.spawn(move || {
