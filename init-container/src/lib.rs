@@ -44,22 +44,34 @@ pub struct Context {
 
 impl Context {
     pub fn new(config: &Config) -> Result<Self, FetchError> {
-        let http = http_client(&HttpOptions {
+        let options = HttpOptions {
             connect_timeout: config.connect_timeout,
             read_timeout: config.read_timeout,
             ca_file: config.ca_file.clone(),
             ..HttpOptions::new(concat!("ferry-init/", env!("CARGO_PKG_VERSION")))
-        })
-        .map_err(|e| FetchError::Invalid(format!("setting up HTTP: {}", render_chain(&e))))?;
+        };
+        let client = |options: &HttpOptions| {
+            http_client(options)
+                .map_err(|e| FetchError::Invalid(format!("setting up HTTP: {}", render_chain(&e))))
+        };
+        let http = client(&options)?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(Arc::new(Cache::open(dir)?)),
             None => None,
         };
         Ok(Self {
-            ferry: config
-                .server
-                .clone()
-                .map(|url| FerryServer::new(http.clone(), url)),
+            // Its own client, which follows no redirect: a blob redirect
+            // is followed by `FerryBlob`, without the bundle token.
+            ferry: match config.server.clone() {
+                Some(url) => Some(FerryServer::new(
+                    client(&HttpOptions {
+                        max_redirects: 0,
+                        ..options
+                    })?,
+                    url,
+                )),
+                None => None,
+            },
             http,
             tokens: config.tokens.clone(),
             stores: Stores::default(),

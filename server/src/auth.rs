@@ -3,6 +3,15 @@
 //!
 //! Tokens are compared as sha256 hashes in constant time; the server never
 //! keeps a bundle token itself, only its hash, and never logs either.
+//!
+//! A resolved bundle token is cached, so a fan-out of many blob reads costs
+//! one lookup. A replica learns that another deleted the bundle by checking
+//! that the bundle's record still exists (one `HEAD`) whenever its cached
+//! answer is older than `--revocation-bound`: so a deleted bundle's token
+//! stops working on every replica within that bound, at the cost of one
+//! small request per token per bound per replica (concurrent requests with
+//! one token share that check). An expired bundle's token stops at once:
+//! the grant carries the expiry.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -18,9 +27,12 @@ use subtle::ConstantTimeEq;
 use crate::api::ApiError;
 use crate::store::{Store, StoreError};
 
-/// How long a resolved bundle token is remembered, so a fan-out of many
-/// blob reads costs one lookup; deletion takes effect within this time.
-const TOKEN_CACHE_TTL: Duration = Duration::from_secs(15);
+/// How long a resolved bundle token is remembered before it is looked up
+/// whole again. Revocation does not wait for it (see the module doc): the
+/// grant of a bundle never changes, only whether the bundle still exists.
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(600);
+/// `--revocation-bound`'s default.
+pub const DEFAULT_REVOCATION_BOUND: Duration = Duration::from_secs(1);
 /// Most resolved tokens remembered at once.
 const TOKEN_CACHE_MAX: usize = 4096;
 
@@ -88,10 +100,21 @@ impl Caller {
     }
 }
 
+/// A resolved token: its grant, when it was looked up, and when its
+/// bundle was last seen to exist.
+struct Cached {
+    grant: Arc<BundleGrant>,
+    resolved: Instant,
+    /// Held across the existence check, so concurrent requests with one
+    /// token wait for one check instead of each making their own.
+    checked: tokio::sync::Mutex<Instant>,
+}
+
 /// Authenticates requests against the upload credential and bundle tokens.
 pub struct Authenticator {
     upload: UploadAuth,
-    cache: Mutex<HashMap<Digest, (Instant, Arc<BundleGrant>)>>,
+    cache: Mutex<HashMap<Digest, Arc<Cached>>>,
+    revocation_bound: Duration,
 }
 
 impl Authenticator {
@@ -99,7 +122,15 @@ impl Authenticator {
         Self {
             upload,
             cache: Mutex::new(HashMap::new()),
+            revocation_bound: DEFAULT_REVOCATION_BOUND,
         }
+    }
+
+    /// Checks a cached grant's bundle again once the answer is older than
+    /// `bound` (`--revocation-bound`; zero checks on every request).
+    pub fn with_revocation_bound(mut self, bound: Duration) -> Self {
+        self.revocation_bound = bound;
+        self
     }
 
     /// Identifies the caller from `Authorization: Bearer <token>`.
@@ -134,12 +165,13 @@ impl Authenticator {
         token_hash: Digest,
         store: &Store,
     ) -> Result<Arc<BundleGrant>, ApiError> {
-        if let Some(grant) = self.cached(&token_hash) {
-            return Ok(grant);
+        if let Some(cached) = self.cached(&token_hash) {
+            return self.recheck(&token_hash, &cached, store).await;
         }
         let key = token_hash.hex();
-        let refused =
-            || ApiError::unauthorized("the token was refused: it is unknown, revoked or expired");
+        // The record is read after this moment: the first existence check
+        // is due one bound after it.
+        let looked_up = Instant::now();
         let id = match store.bundle_for_token(&key).await {
             Ok(id) => id,
             Err(StoreError::NotFound) => return Err(refused()),
@@ -165,31 +197,73 @@ impl Authenticator {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= TOKEN_CACHE_MAX {
             let now = Instant::now();
-            cache.retain(|_, (at, _)| now.duration_since(*at) < TOKEN_CACHE_TTL);
+            cache.retain(|_, cached| now.duration_since(cached.resolved) < TOKEN_CACHE_TTL);
             if cache.len() >= TOKEN_CACHE_MAX {
                 cache.clear();
             }
         }
-        cache.insert(token_hash, (Instant::now(), grant.clone()));
+        cache.insert(
+            token_hash,
+            Arc::new(Cached {
+                grant: grant.clone(),
+                resolved: looked_up,
+                checked: tokio::sync::Mutex::new(looked_up),
+            }),
+        );
         Ok(grant)
     }
 
-    fn cached(&self, key: &Digest) -> Option<Arc<BundleGrant>> {
+    /// A cached grant, if it is neither too old nor expired.
+    fn cached(&self, key: &Digest) -> Option<Arc<Cached>> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .get(key)
-            .filter(|(at, grant)| {
-                at.elapsed() < TOKEN_CACHE_TTL
-                    && grant.expires_at.is_none_or(|t| t > chrono::Utc::now())
+            .filter(|cached| {
+                cached.resolved.elapsed() < TOKEN_CACHE_TTL
+                    && cached
+                        .grant
+                        .expires_at
+                        .is_none_or(|t| t > chrono::Utc::now())
             })
-            .map(|(_, grant)| grant.clone())
+            .cloned()
     }
 
-    /// Forgets cached grants of a deleted bundle at once (on this replica).
+    /// `cached`'s grant, after checking that its bundle still exists if the
+    /// last check is older than the revocation bound.
+    async fn recheck(
+        &self,
+        token_hash: &Digest,
+        cached: &Cached,
+        store: &Store,
+    ) -> Result<Arc<BundleGrant>, ApiError> {
+        let mut checked = cached.checked.lock().await;
+        if checked.elapsed() < self.revocation_bound {
+            return Ok(cached.grant.clone());
+        }
+        // Stamped with the time the check starts: the record existed at
+        // some moment after it.
+        let started = Instant::now();
+        if store.bundle_exists(&cached.grant.id).await? {
+            *checked = started;
+            return Ok(cached.grant.clone());
+        }
+        drop(checked);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.remove(token_hash);
+        tracing::debug!(id = %cached.grant.id, "bundle gone; its cached token grant dropped");
+        Err(refused())
+    }
+
+    /// Forgets cached grants of a deleted bundle at once (on this replica;
+    /// the others within the revocation bound).
     pub fn forget_bundle(&self, id: &BundleId) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|_, (_, grant)| &grant.id != id);
+        cache.retain(|_, cached| &cached.grant.id != id);
     }
+}
+
+fn refused() -> ApiError {
+    ApiError::unauthorized("the token was refused: it is unknown, revoked or expired")
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -106,6 +106,35 @@ pub struct Args {
     #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Answer blob GETs with a `307` to a short-lived URL signed by the
+    /// bucket, so blob bytes go from the store to the reader, not through
+    /// this server. On by default for a bucket; `--redirect=false` proxies.
+    /// A directory cannot sign URLs.
+    #[arg(long, env = "FERRY_REDIRECT", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub redirect: Option<bool>,
+
+    /// How long a redirect's signed URL is valid: readers use it at once,
+    /// so the margin is for clock skew between this server and the store
+    /// (and a reader asks again for an expired one). At most 4m: cloud
+    /// clients renew temporary credentials once fewer than 5 (AWS) or 4
+    /// (GCS) minutes remain, so a URL signed with them never outlives them.
+    #[arg(long, env = "FERRY_REDIRECT_EXPIRY", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub redirect_expiry: Duration,
+
+    /// A deleted or expired bundle's token stops working on every replica
+    /// within this time: a replica that did not delete it checks that the
+    /// bundle's record still exists (one HEAD per token) once its cached
+    /// answer is older than this.
+    #[arg(long, env = "FERRY_REVOCATION_BOUND", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub revocation_bound: Duration,
+
+    /// This server is the only one on its bucket. Without it a server on a
+    /// bucket assumes replicas share it: it checks at start that the store
+    /// keeps conditional writes (refusing to start on one that does not)
+    /// and runs GC only while it holds the GC lease.
+    #[arg(long, env = "FERRY_SINGLE_REPLICA")]
+    pub single_replica: bool,
+
     #[command(flatten)]
     pub gc: crate::gc::GcArgs,
 
@@ -161,9 +190,18 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub readiness_probe_interval: Duration,
     pub log_format: LogFormat,
+    /// Blob GETs answered with signed URLs valid this long, or proxied.
+    pub redirect: Option<Duration>,
+    pub revocation_bound: Duration,
+    /// Other replicas may share the store (a bucket without
+    /// `--single-replica`).
+    pub shared_store: bool,
     pub gc: crate::gc::GcConfig,
     pub kubernetes: crate::kube::KubeConfig,
 }
+
+/// The longest `--redirect-expiry` (see its help).
+pub const MAX_REDIRECT_EXPIRY: Duration = Duration::from_secs(4 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -173,6 +211,8 @@ pub enum ConfigError {
     TokenNeededForBucket(String),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("{0}")]
+    Invalid(String),
     #[error("{0}")]
     Kubernetes(String),
 }
@@ -191,6 +231,17 @@ impl Config {
         } else {
             let dir = args.data.strip_prefix("file://").unwrap_or(&args.data);
             UploadCredential::Generated(PathBuf::from(dir).join("upload-token"))
+        };
+        let redirect = match args.redirect {
+            Some(true) if !is_bucket => {
+                return Err(ConfigError::Invalid(format!(
+                    "--redirect needs a bucket: {} is a directory, whose blobs only this server can serve",
+                    args.data
+                )));
+            }
+            Some(false) => None,
+            _ if !is_bucket => None,
+            _ => Some(redirect_expiry(args.redirect_expiry)?),
         };
         for (name, value) in [
             ("--max-blob-size", args.max_blob_size),
@@ -233,10 +284,31 @@ impl Config {
             shutdown_grace: args.shutdown_grace,
             readiness_probe_interval: args.readiness_probe_interval,
             log_format: args.log_format,
+            redirect,
+            revocation_bound: args.revocation_bound,
+            shared_store: is_bucket && !args.single_replica,
             gc,
             kubernetes,
         })
     }
+}
+
+/// `--redirect-expiry`, clamped to [`MAX_REDIRECT_EXPIRY`].
+fn redirect_expiry(asked: Duration) -> Result<Duration, ConfigError> {
+    if asked < Duration::from_secs(1) {
+        return Err(ConfigError::Invalid(
+            "--redirect-expiry must be at least 1s".into(),
+        ));
+    }
+    if asked > MAX_REDIRECT_EXPIRY {
+        tracing::warn!(
+            asked = %humantime::format_duration(asked),
+            used = %humantime::format_duration(MAX_REDIRECT_EXPIRY),
+            "--redirect-expiry clamped: a signed URL must not outlive the temporary credentials that sign it"
+        );
+        return Ok(MAX_REDIRECT_EXPIRY);
+    }
+    Ok(asked)
 }
 
 /// Parses sizes such as `1048576`, `512KiB`, `64MiB`, `10GB`, `1T`.
@@ -297,5 +369,31 @@ mod tests {
         assert!(
             matches!(config.credential, UploadCredential::Generated(p) if p.ends_with("ferry-data/upload-token"))
         );
+    }
+
+    #[test]
+    fn a_bucket_redirects_and_is_shared_by_default_and_a_directory_never() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["ferry-server", "--upload-token-file", "/t"];
+            argv.extend_from_slice(extra);
+            Config::from_args(Args::parse_from(argv))
+        };
+        let bucket = parse(&["--data", "s3://b/p"]).unwrap();
+        assert_eq!(bucket.redirect, Some(Duration::from_secs(120)));
+        assert!(bucket.shared_store);
+        assert_eq!(bucket.revocation_bound, Duration::from_secs(1));
+        let proxied = parse(&["--data", "s3://b", "--redirect=false", "--single-replica"]).unwrap();
+        assert_eq!(proxied.redirect, None);
+        assert!(!proxied.shared_store);
+        let clamped =
+            parse(&["--data", "gs://b", "--redirect", "--redirect-expiry", "1h"]).unwrap();
+        assert_eq!(clamped.redirect, Some(MAX_REDIRECT_EXPIRY));
+        let local = parse(&["--data", "/srv/ferry"]).unwrap();
+        assert_eq!(local.redirect, None);
+        assert!(!local.shared_store);
+        assert!(matches!(
+            parse(&["--data", "/srv/ferry", "--redirect"]),
+            Err(ConfigError::Invalid(m)) if m.contains("needs a bucket")
+        ));
     }
 }

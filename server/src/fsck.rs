@@ -1,9 +1,13 @@
 //! `ferry-server fsck`: re-verifies every blob against its digest and every
 //! bundle record and index, and optionally moves damaged blobs aside.
 //!
-//! Safe to run while the server is serving: it only reads, and with
-//! `--quarantine` renames damaged blobs to `quarantine/`, which readers then
-//! see as missing (a re-upload repairs them).
+//! Safe to run while the server is serving, and while several replicas
+//! serve one bucket: it only reads, and with `--quarantine` renames damaged
+//! blobs to `quarantine/`, which readers then see as missing (a re-upload
+//! repairs them). What the replicas change while it runs is not damage: a
+//! bundle deleted or expired since the listing is skipped, and a blob
+//! missing from the blob listing is looked up again (it may have been
+//! uploaded for a bundle created since).
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,7 +15,7 @@ use ferry_core::{BundleId, Digest};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::store::{BlobInfo, BundleRecord, Pointer, Prefix, Store, StoreError};
+use crate::store::{BlobInfo, BundleRecord, NameClaim, Pointer, Prefix, Store, StoreError};
 
 /// One thing fsck found wrong.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -53,6 +57,8 @@ pub struct Report {
     /// writing an index and its bundle record, or by a deletion. Harmless
     /// (they open nothing) and not counted as problems.
     pub dangling_indexes: u64,
+    /// Names whose bundle was deleted: free for the next bundle.
+    pub names_released: u64,
     /// Uploads in flight (or abandoned by a crash); never visible to readers.
     pub uploads_in_flight: u64,
     pub problems: Vec<Problem>,
@@ -72,13 +78,24 @@ pub async fn fsck(store: &Store, quarantine: bool, jobs: usize) -> Result<Report
     for prefix in [Prefix::Names, Prefix::Tokens] {
         for key in store.list_keys(prefix).await? {
             report.indexes_checked += 1;
-            let points_at_live = match store.read_json::<Pointer>(&key).await {
-                Ok(pointer) => live.contains(&pointer.id),
-                Err(StoreError::Corrupt { .. }) => false,
-                Err(e) => return Err(e),
+            let leads_to = if prefix == Prefix::Names {
+                store
+                    .read_json::<NameClaim>(&key)
+                    .await
+                    .map(|claim| claim.id)
+            } else {
+                store
+                    .read_json::<Pointer>(&key)
+                    .await
+                    .map(|pointer| Some(pointer.id))
             };
-            if !points_at_live {
-                report.dangling_indexes += 1;
+            match leads_to {
+                Ok(None) => report.names_released += 1,
+                Ok(Some(id)) if live.contains(&id) => {}
+                Ok(Some(_)) | Err(StoreError::Corrupt { .. } | StoreError::NotFound) => {
+                    report.dangling_indexes += 1;
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -145,27 +162,47 @@ async fn check_bundles(
     report: &mut Report,
 ) -> Result<HashSet<BundleId>, StoreError> {
     let mut live: HashSet<BundleId> = HashSet::new();
+    let now = chrono::Utc::now();
     for key in store.list_keys(Prefix::Bundles).await? {
-        report.bundles_checked += 1;
         let record = match store.read_json::<BundleRecord>(&key).await {
             Ok(record) => record,
             Err(StoreError::Corrupt { path, reason }) => {
+                report.bundles_checked += 1;
                 report
                     .problems
                     .push(Problem::CorruptBundle { path, reason });
                 continue;
             }
+            // Deleted since the listing.
+            Err(StoreError::NotFound) => continue,
             Err(e) => return Err(e),
         };
+        report.bundles_checked += 1;
+        live.insert(record.manifest.id.clone());
+        if record.is_expired(now) {
+            // Garbage a GC run may be sweeping right now: not damage.
+            continue;
+        }
         let bundle = record.manifest.id.to_string();
         for entry in &record.manifest.entries {
-            match sizes.get(&entry.digest) {
+            let size = match sizes.get(&entry.digest) {
+                Some(&size) => Some(size),
+                // Not in the blob listing: uploaded since, for a bundle
+                // created since, or missing indeed.
+                None => match store.blob_size(&entry.digest).await {
+                    Ok(size) => Some(size),
+                    Err(StoreError::NotFound) => None,
+                    Err(e) => return Err(e),
+                },
+            };
+            match size {
+                None if !store.bundle_exists(&record.manifest.id).await? => break,
                 None => report.problems.push(Problem::MissingBlob {
                     bundle: bundle.clone(),
                     path: entry.path.to_string(),
                     digest: entry.digest.to_string(),
                 }),
-                Some(&size) if size != entry.size => report.problems.push(Problem::SizeMismatch {
+                Some(size) if size != entry.size => report.problems.push(Problem::SizeMismatch {
                     bundle: bundle.clone(),
                     path: entry.path.to_string(),
                     digest: entry.digest.to_string(),
@@ -175,7 +212,6 @@ async fn check_bundles(
                 Some(_) => {}
             }
         }
-        live.insert(record.manifest.id);
     }
     Ok(live)
 }

@@ -5,26 +5,42 @@
 //! One run:
 //! 1. **expire**: delete every bundle whose TTL has passed;
 //! 2. **mark**: the digests every remaining bundle lists;
-//! 3. **sweep**: delete blobs that are not marked *and* were last modified
-//!    more than `--gc-grace` ago — after listing the bundles a second time,
-//!    so that a bundle created while the run listed blobs still protects them;
+//! 3. **sweep**: blobs that are not marked *and* were last modified more
+//!    than `--gc-grace` ago are candidates. In batches: put a mark on each
+//!    candidate (`condemned/<hex>`), list the bundles again and mark what
+//!    the new ones list, delete the candidates still unmarked, remove the
+//!    marks;
 //! 4. delete `uploads/` objects (partial or abandoned uploads) older than
 //!    `--gc-grace`.
 //!
-//! The invariant that keeps an upload racing a sweep safe: a client uploads
-//! blobs first and creates the bundle naming them afterwards, so for a
-//! moment a fresh blob is referenced by nothing. A blob's age counts from
-//! the moment it was published, and only blobs older than the grace period
-//! are swept, so a client has the whole grace period (default 1h) between
-//! uploading a blob and creating its bundle. Bundle creation checks that
-//! every blob exists (`Store::missing`) before it writes the record, so a
-//! bundle is never created over a blob that is already gone. The remaining
-//! window is a client that *reuses* an old, unreferenced blob (its earlier
-//! bundle expired) and creates its bundle in the milliseconds between the
-//! second bundle listing and the delete; the second listing narrows that
-//! window from the length of a run to that of one delete call.
+//! A client uploads blobs first and creates the bundle naming them
+//! afterwards, so for a moment a fresh blob is referenced by nothing. A
+//! blob's age counts from the moment it was published, and only blobs older
+//! than the grace period are candidates, so a client has the whole grace
+//! period (default 1h) between uploading a blob and creating its bundle.
 //!
-//! Several replicas on one bucket may all run GC: every step is idempotent.
+//! A client may also *reuse* an old blob no bundle references any more (its
+//! earlier bundle expired): its bundle creation sees the blob stored, but a
+//! sweep may be deciding to delete it at that very moment. The marks close
+//! that race. Bundle creation writes the record, *then* checks that none of
+//! its blobs is marked or gone ([`crate::store::Store::create_bundle`];
+//! if one is, the creation is undone and answered `409 missing_blobs`, and
+//! the client uploads again). Take a bundle whose creation succeeded: its
+//! check found no mark on blob B. If a sweep marked B after that check,
+//! the record was written before the mark, so the sweep's listing after
+//! marking sees the record and keeps B. If the sweep marked B before the
+//! check, it removed the mark before the check too, so it had finished
+//! with B; had it deleted B, the check would have found B gone. Either way
+//! an acknowledged bundle's blobs stay. (The stores ferry supports list
+//! what was written before the listing: S3, GCS, Azure and local disk are
+//! strongly consistent.)
+//!
+//! **Several replicas** on one bucket: each runs this loop, but a run needs
+//! the GC lease ([`crate::lease`]), so one replica sweeps at a time (and
+//! keeps the job while it lives); a replica killed mid-sweep loses the
+//! lease after `--gc-lease-ttl`, and its marks are removed by the next run.
+//! Every step is idempotent, and a holder that may have lost the lease
+//! stops before its next delete.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -36,8 +52,12 @@ use ferry_core::Digest;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::api::AppState;
+use crate::lease::{Attempt, Held, Lease};
 pub use crate::store::BlobInfo;
-use crate::store::{BundleRecord, Store, StoreError};
+use crate::store::{BundleRecord, Prefix, Store, StoreError, layout};
+
+/// Candidates marked, checked and deleted together.
+const SWEEP_BATCH: usize = 1000;
 
 /// Garbage-collection flags, flattened into the server's [`crate::Args`].
 #[derive(Debug, Clone, clap::Args)]
@@ -53,6 +73,12 @@ pub struct GcArgs {
     /// longest upload-to-bundle gap (and above --body-idle-timeout).
     #[arg(long, env = "FERRY_GC_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
     pub gc_grace: Duration,
+
+    /// With several replicas on one bucket, one at a time runs GC, holding a
+    /// lease in the bucket that it renews while it runs. A holder that
+    /// stops renewing (killed) loses it after this long.
+    #[arg(long, env = "FERRY_GC_LEASE_TTL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub gc_lease_ttl: Duration,
 }
 
 /// Validated garbage-collection settings.
@@ -60,6 +86,8 @@ pub struct GcArgs {
 pub struct GcConfig {
     pub interval: Duration,
     pub grace: Duration,
+    /// TTL of the GC lease, where there is one (several replicas).
+    pub lease_ttl: Duration,
 }
 
 impl GcConfig {
@@ -67,9 +95,15 @@ impl GcConfig {
         if args.gc_interval.is_zero() {
             return Err(crate::config::ConfigError::Zero("--gc-interval"));
         }
+        if args.gc_lease_ttl < Duration::from_secs(1) {
+            return Err(crate::config::ConfigError::Invalid(
+                "--gc-lease-ttl must be at least 1s".into(),
+            ));
+        }
         Ok(Self {
             interval: args.gc_interval,
             grace: args.gc_grace,
+            lease_ttl: args.gc_lease_ttl,
         })
     }
 }
@@ -120,11 +154,13 @@ pub fn blobs_to_sweep<'a>(
         .collect()
 }
 
-/// Runs the collector every `config.interval` until `shutdown` resolves.
-/// A failed run is logged and retried at the next interval.
+/// Runs the collector every `config.interval` until `shutdown` resolves;
+/// with `lease`, only when this replica holds it. A failed run is logged
+/// and retried at the next interval.
 pub async fn run_loop(
     state: Arc<AppState>,
     config: GcConfig,
+    lease: Option<Arc<Lease>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut ticker = tokio::time::interval(config.interval);
@@ -133,6 +169,7 @@ pub async fn run_loop(
     tracing::info!(
         interval = %humantime::format_duration(config.interval),
         grace = %humantime::format_duration(config.grace),
+        lease = lease.as_ref().map(|l| l.holder()),
         "garbage collection scheduled"
     );
     loop {
@@ -140,7 +177,31 @@ pub async fn run_loop(
             () = &mut shutdown => return,
             _ = ticker.tick() => {}
         }
-        match collect(&state, config.grace).await {
+        let held = match &lease {
+            None => None,
+            Some(lease) => match lease.try_acquire().await {
+                Ok(Attempt::Held(held)) => Some(held),
+                Ok(Attempt::Elsewhere { others_succeeded }) => {
+                    if others_succeeded {
+                        state.metrics.gc_run_succeeded_elsewhere();
+                    }
+                    tracing::debug!("another replica holds the GC lease; not collecting");
+                    continue;
+                }
+                Err(error) => {
+                    state
+                        .metrics
+                        .count_storage_error(crate::metrics::StorageOperation::Gc, &error);
+                    tracing::warn!(%error, "cannot read the GC lease; retrying next interval");
+                    continue;
+                }
+            },
+        };
+        let result = collect_under(&state, config.grace, held.as_ref()).await;
+        if let Some(held) = held {
+            held.release(result.is_ok()).await;
+        }
+        match result {
             Ok(report) => tracing::info!(
                 bundles_expired = report.bundles_expired,
                 bundles_live = report.bundles_live,
@@ -162,6 +223,15 @@ pub async fn run_loop(
 
 /// One full run: expire, mark, sweep, uploads. Updates the metrics.
 pub async fn collect(state: &AppState, grace: Duration) -> Result<GcReport, StoreError> {
+    collect_under(state, grace, None).await
+}
+
+/// [`collect`], stopping before any delete once `lease` may be lost.
+pub async fn collect_under(
+    state: &AppState,
+    grace: Duration,
+    lease: Option<&Held>,
+) -> Result<GcReport, StoreError> {
     let store = &state.store;
     let metrics = &state.metrics;
     let mut report = GcReport::default();
@@ -169,6 +239,7 @@ pub async fn collect(state: &AppState, grace: Duration) -> Result<GcReport, Stor
     let now = Utc::now();
     let records = store.list_bundles().await?;
     for record in expired_bundles(&records, now) {
+        still_held(lease)?;
         store.delete_bundle(record).await?;
         state.auth.forget_bundle(&record.manifest.id);
         metrics.count_bundle_deleted("expired");
@@ -181,42 +252,36 @@ pub async fn collect(state: &AppState, grace: Duration) -> Result<GcReport, Stor
         .bundles
         .store(report.bundles_live as i64, Ordering::Relaxed);
 
-    let mut marked = marked_digests(live);
+    let mut sweep = Sweep {
+        store,
+        lease,
+        marked: marked_digests(live),
+        listed: records
+            .iter()
+            .map(|r| layout::bundle(&r.manifest.id).to_string())
+            .collect(),
+    };
     let blobs = list_blobs(store).await?;
-    let now = Utc::now();
-    let candidates = blobs_to_sweep(&blobs, &marked, now, grace);
-    if !candidates.is_empty() {
-        // Second mark: bundles created since the first listing protect
-        // their blobs too (see the module doc for the remaining window).
-        marked.extend(marked_digests(
-            store
-                .list_bundles()
-                .await?
-                .iter()
-                .filter(|r| !r.is_expired(now)),
-        ));
-    }
-    for blob in candidates {
-        if marked.contains(&blob.digest) {
-            continue;
+    let candidates = blobs_to_sweep(&blobs, &sweep.marked, Utc::now(), grace);
+    // Marks of a run killed mid-sweep; no other sweep runs now.
+    let stale: Vec<Digest> = store.condemned().await?.into_iter().collect();
+    store.pardon(&stale).await?;
+    for batch in candidates.chunks(SWEEP_BATCH) {
+        for blob in sweep.batch(batch).await? {
+            report.blobs_deleted += 1;
+            report.bytes_deleted += blob.size;
+            metrics.gc_blobs_deleted.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .gc_bytes_deleted
+                .fetch_add(blob.size, Ordering::Relaxed);
         }
-        match store.delete_blob(&blob.digest).await {
-            Ok(()) | Err(StoreError::NotFound) => {}
-            Err(e) => return Err(e),
-        }
-        tracing::info!(digest = %blob.digest, bytes = blob.size, last_modified = %blob.last_modified, "unreferenced blob deleted");
-        report.blobs_deleted += 1;
-        report.bytes_deleted += blob.size;
-        metrics.gc_blobs_deleted.fetch_add(1, Ordering::Relaxed);
-        metrics
-            .gc_bytes_deleted
-            .fetch_add(blob.size, Ordering::Relaxed);
     }
     report.blobs_kept = blobs.len() as u64 - report.blobs_deleted;
     metrics
         .blobs
         .store(report.blobs_kept as i64, Ordering::Relaxed);
 
+    still_held(lease)?;
     report.uploads_deleted = sweep_uploads(store, grace).await?;
     metrics
         .gc_uploads_deleted
@@ -224,6 +289,91 @@ pub async fn collect(state: &AppState, grace: Duration) -> Result<GcReport, Stor
     report.sessions_swept = sweep_sessions(store).await?;
     metrics.gc_run_succeeded();
     Ok(report)
+}
+
+/// Refuses to go on once the lease may have passed to another replica.
+fn still_held(lease: Option<&Held>) -> Result<(), StoreError> {
+    match lease {
+        Some(held) if held.is_lost() => Err(StoreError::Internal(
+            "the GC lease may have passed to another replica; this run stops".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The sweep of one run: what is marked so far, and which bundle records
+/// it has read.
+struct Sweep<'a> {
+    store: &'a Store,
+    lease: Option<&'a Held>,
+    marked: HashSet<Digest>,
+    /// Keys of the bundle records read; records never change, so each is
+    /// read once.
+    listed: HashSet<String>,
+}
+
+impl Sweep<'_> {
+    /// Marks the unmarked blobs of `batch` condemned, marks what bundles
+    /// created since list, deletes the rest, removes the marks; returns
+    /// what it deleted. See the module doc for why in this order.
+    async fn batch<'b>(&mut self, batch: &[&'b BlobInfo]) -> Result<Vec<&'b BlobInfo>, StoreError> {
+        let doomed: Vec<Digest> = batch
+            .iter()
+            .map(|blob| blob.digest)
+            .filter(|digest| !self.marked.contains(digest))
+            .collect();
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        still_held(self.lease)?;
+        self.store.condemn(&doomed).await?;
+        let deleted = self.delete_unmarked(batch).await;
+        let pardoned = self.store.pardon(&doomed).await;
+        let deleted = deleted?;
+        pardoned?;
+        Ok(deleted)
+    }
+
+    async fn delete_unmarked<'b>(
+        &mut self,
+        batch: &[&'b BlobInfo],
+    ) -> Result<Vec<&'b BlobInfo>, StoreError> {
+        self.mark_new_bundles().await?;
+        let mut deleted = Vec::new();
+        for blob in batch {
+            if self.marked.contains(&blob.digest) {
+                continue;
+            }
+            still_held(self.lease)?;
+            match self.store.delete_blob(&blob.digest).await {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+            tracing::info!(digest = %blob.digest, bytes = blob.size, last_modified = %blob.last_modified, "unreferenced blob deleted");
+            deleted.push(*blob);
+        }
+        Ok(deleted)
+    }
+
+    /// Marks what every bundle not read before lists.
+    async fn mark_new_bundles(&mut self) -> Result<(), StoreError> {
+        let keys: Vec<_> = self
+            .store
+            .list_keys(Prefix::Bundles)
+            .await?
+            .into_iter()
+            .filter(|key| !self.listed.contains(key.as_ref()))
+            .collect();
+        self.listed
+            .extend(keys.iter().map(|key| key.as_ref().to_owned()));
+        let now = Utc::now();
+        for record in self.store.read_bundles(keys).await? {
+            if !record.is_expired(now) {
+                self.marked.extend(record.digests());
+            }
+        }
+        Ok(())
+    }
 }
 
 async fn list_blobs(store: &Store) -> Result<Vec<BlobInfo>, StoreError> {
@@ -417,7 +567,9 @@ mod tests {
             GcConfig {
                 interval: Duration::from_secs(600),
                 grace: Duration::from_secs(3600),
+                lease_ttl: Duration::from_secs(60),
             },
+            None,
             async {
                 let _ = stopped.await;
             },

@@ -11,8 +11,10 @@ pub mod config;
 pub mod fsck;
 pub mod gc;
 pub mod kube;
+pub mod lease;
 pub mod metrics;
 pub mod readiness;
+pub mod replicas;
 pub mod serve;
 pub mod store;
 pub mod tls;
@@ -86,15 +88,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
     };
+    if config.redirect.is_some() && !store.can_sign() {
+        anyhow::bail!(
+            "--redirect: {} cannot sign URLs; pass --redirect=false",
+            store.description()
+        );
+    }
     let state = Arc::new(AppState {
         store,
-        auth: Authenticator::new(upload),
+        auth: Authenticator::new(upload).with_revocation_bound(config.revocation_bound),
         metrics: Arc::new(metrics::Metrics::default()),
         limits: config.limits.clone(),
+        redirect: config.redirect,
     });
     if let Err(error) = state.store.is_reachable().await {
         tracing::warn!(%error, data = state.store.description(), "storage is not reachable yet; /readyz will say so");
     }
+    let shared = match config.shared_store {
+        true => Some(
+            replicas::prepare(
+                &state.store,
+                config.gc.lease_ttl,
+                config.readiness_probe_interval,
+            )
+            .await?,
+        ),
+        false => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -102,6 +122,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listen = %listener.local_addr()?,
         data = state.store.description(),
         tls = config.tls.is_some(),
+        redirect = ?config.redirect,
+        shared_store = config.shared_store,
         "ferry-server ready"
     );
     // Background work (GC, owner tracking) stops when serving stops.
@@ -113,7 +135,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     state.metrics.set_gc_interval(config.gc.interval);
-    tokio::spawn(gc::run_loop(state.clone(), config.gc, stopped()));
+    let (lease, refused) = match shared {
+        Some(shared) => (Some(shared.lease), Some(shared.refused)),
+        None => (None, None),
+    };
+    tokio::spawn(gc::run_loop(state.clone(), config.gc, lease, stopped()));
     tokio::spawn(readiness::run_loop(
         state.clone(),
         config.readiness_probe_interval,
@@ -134,9 +160,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown_grace: config.shutdown_grace,
         tls,
     };
-    serve::serve(listener, app, options, serve::shutdown_signal()).await?;
+    // A shared store found lacking conditional writes after all stops the
+    // server like a signal, and makes it exit with the reason.
+    let fatal = std::sync::Mutex::new(None);
+    let shutdown = async {
+        let refused = async {
+            match refused {
+                Some(refused) => refused.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = serve::shutdown_signal() => {}
+            error = refused => {
+                tracing::error!(%error, "stopping");
+                *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+            }
+        }
+    };
+    serve::serve(listener, app, options, shutdown).await?;
     let _ = stop_background.send(true);
-    Ok(())
+    match fatal.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 /// Runs `ferry-server fsck` and returns the process exit code: 0 clean,
@@ -151,7 +198,7 @@ pub async fn run_fsck(data: &str, quarantine: bool, jobs: usize, json: bool) -> 
             println!("{}", serde_json::to_string(problem)?);
         }
         println!(
-            "fsck {}: {} blobs ({} bytes), {} bundles, {} indexes checked; {} problems; {} uploads in flight; {} dangling indexes",
+            "fsck {}: {} blobs ({} bytes), {} bundles, {} indexes checked; {} problems; {} uploads in flight; {} dangling indexes; {} names released",
             store.description(),
             report.blobs_checked,
             report.bytes_checked,
@@ -160,6 +207,7 @@ pub async fn run_fsck(data: &str, quarantine: bool, jobs: usize, json: bool) -> 
             report.problems.len(),
             report.uploads_in_flight,
             report.dangling_indexes,
+            report.names_released,
         );
     }
     Ok(if report.is_clean() { 0 } else { 1 })

@@ -27,7 +27,11 @@ pub struct Metrics {
     /// request already seen allocates nothing.
     requests: Mutex<BTreeMap<String, RequestsByMethod>>,
     pub bytes_received: AtomicU64,
+    /// Blob bytes this server sent itself (proxied from a bucket, or read
+    /// from local disk); a redirected read sends none.
     pub bytes_sent: AtomicU64,
+    /// Blob GETs answered with a redirect to a URL the store signed.
+    pub blob_redirects: AtomicU64,
     pub blobs_stored: AtomicU64,
     pub blobs_already_present: AtomicU64,
     pub uploads_rejected: Mutex<BTreeMap<&'static str, u64>>,
@@ -236,6 +240,13 @@ impl Metrics {
     /// A GC run completed: counts it and stamps the time.
     pub fn gc_run_succeeded(&self) {
         self.gc_runs.fetch_add(1, Ordering::Relaxed);
+        self.gc_run_succeeded_elsewhere();
+    }
+
+    /// Another replica (holding the GC lease) completed a run: stamps the
+    /// time, so this replica's `ferry_gc_last_success_timestamp_seconds`
+    /// says when the bucket was last collected, by whichever replica.
+    pub fn gc_run_succeeded_elsewhere(&self) {
         self.gc_last_success_millis
             .store(millis_since_epoch(SystemTime::now()), Ordering::Relaxed);
     }
@@ -295,8 +306,14 @@ impl Metrics {
         counter(
             &mut out,
             "ferry_bytes_sent_total",
-            "Blob bytes sent to readers.",
+            "Blob bytes sent to readers by this server (proxied or from local disk; a redirected read sends none).",
             load(&self.bytes_sent),
+        );
+        counter(
+            &mut out,
+            "ferry_blob_redirects_total",
+            "Blob GETs answered with a redirect to a URL the store signed.",
+            load(&self.blob_redirects),
         );
         counter(
             &mut out,

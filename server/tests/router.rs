@@ -64,6 +64,7 @@ fn app_over(backend: Arc<dyn Backend>, name: &'static str, dir: Option<tempfile:
             max_blob_size: MAX_BLOB,
             ..Limits::default()
         },
+        redirect: None,
     });
     App {
         router: ferry_server::router(state.clone()),
@@ -662,6 +663,19 @@ impl Backend for PanickingWriter {
         size: u64,
     ) -> Result<PutOutcome, StoreError> {
         self.0.publish_upload(key, digest, size).await
+    }
+    async fn head_object(&self, key: &Path) -> Result<ObjectInfo, StoreError> {
+        self.0.head_object(key).await
+    }
+    fn can_sign(&self) -> bool {
+        self.0.can_sign()
+    }
+    async fn signed_blob_url(
+        &self,
+        digest: &Digest,
+        expires_in: std::time::Duration,
+    ) -> Result<url::Url, StoreError> {
+        self.0.signed_blob_url(digest, expires_in).await
     }
 }
 

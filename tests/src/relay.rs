@@ -1,12 +1,20 @@
 //! A TCP relay that counts what it carries: between pods it stands where a
 //! Service's proxy would, so a test can tell how many bytes one pod served
 //! the others (e.g. a Spark driver's file server to its executors).
+//! It also keeps the start of what clients sent (request heads), so a test
+//! can tell which headers reached the upstream (e.g. that no bearer token
+//! went to a store along with a signed URL).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How much of one read from a client is recorded (a request head fits).
+const RECORDED_PER_READ: usize = 8 * 1024;
+/// How much is recorded in all.
+const RECORDED_MAX: usize = 32 * 1024 * 1024;
 
 /// Relays every connection to `listen` on to `upstream`, both ways.
 pub struct CountingRelay {
@@ -15,6 +23,9 @@ pub struct CountingRelay {
     /// Bytes from the clients to the upstream.
     pub received: Arc<AtomicU64>,
     pub connections: Arc<AtomicU64>,
+    /// The first [`RECORDED_PER_READ`] bytes of each read from a client,
+    /// up to [`RECORDED_MAX`] in all: request heads, rarely whole bodies.
+    recorded: Arc<Mutex<Vec<u8>>>,
     stop: Arc<AtomicBool>,
     pub addr: SocketAddr,
 }
@@ -31,11 +42,13 @@ impl CountingRelay {
         let received = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (s, r, c, st) = (
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let (s, r, c, st, rec) = (
             served.clone(),
             received.clone(),
             connections.clone(),
             stop.clone(),
+            recorded.clone(),
         );
         std::thread::spawn(move || {
             while !st.load(Ordering::SeqCst) {
@@ -48,8 +61,8 @@ impl CountingRelay {
                         };
                         c.fetch_add(1, Ordering::SeqCst);
                         let _ = client.set_nonblocking(false);
-                        pipe(&server, &client, s.clone());
-                        pipe(&client, &server, r.clone());
+                        pipe(&server, &client, s.clone(), None);
+                        pipe(&client, &server, r.clone(), Some(rec.clone()));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
@@ -59,9 +72,25 @@ impl CountingRelay {
             served,
             received,
             connections,
+            recorded,
             stop,
             addr,
         }
+    }
+
+    /// The head (request line and headers, `\r\n`-separated) of every
+    /// request clients sent whose request line starts with `method`.
+    pub fn request_heads(&self, method: &str) -> Vec<String> {
+        let recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        let text = String::from_utf8_lossy(&recorded);
+        let start = format!("{method} /");
+        text.match_indices(&start)
+            .filter(|(at, _)| *at == 0 || text[..*at].ends_with('\n'))
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                rest[..rest.find("\r\n\r\n").unwrap_or(rest.len())].to_owned()
+            })
+            .collect()
     }
 
     pub fn served(&self) -> u64 {
@@ -76,7 +105,12 @@ impl Drop for CountingRelay {
 }
 
 /// Copies `from` into `to` on a thread, counting, until either side ends.
-fn pipe(from: &TcpStream, to: &TcpStream, count: Arc<AtomicU64>) {
+fn pipe(
+    from: &TcpStream,
+    to: &TcpStream,
+    count: Arc<AtomicU64>,
+    record: Option<Arc<Mutex<Vec<u8>>>>,
+) {
     let (mut from, mut to) = (
         from.try_clone().expect("clone socket"),
         to.try_clone().expect("clone socket"),
@@ -88,6 +122,11 @@ fn pipe(from: &TcpStream, to: &TcpStream, count: Arc<AtomicU64>) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     count.fetch_add(n as u64, Ordering::SeqCst);
+                    if let Some(record) = &record {
+                        let mut record = record.lock().unwrap_or_else(|e| e.into_inner());
+                        let room = RECORDED_MAX.saturating_sub(record.len());
+                        record.extend_from_slice(&buf[..n.min(RECORDED_PER_READ).min(room)]);
+                    }
                     if to.write_all(&buf[..n]).is_err() {
                         break;
                     }

@@ -22,36 +22,18 @@ const MAX_ERROR_BODY: usize = 300;
 pub struct HttpSource {
     client: reqwest::Client,
     url: Url,
-    bearer: Option<SecretString>,
 }
 
 impl HttpSource {
     pub fn new(client: reqwest::Client, url: Url) -> Self {
-        Self {
-            client,
-            url,
-            bearer: None,
-        }
-    }
-
-    /// Sends `Authorization: Bearer <token>` with every request.
-    pub fn with_bearer(mut self, token: Option<SecretString>) -> Self {
-        self.bearer = token;
-        self
+        Self { client, url }
     }
 }
 
 #[async_trait]
 impl Source for HttpSource {
     async fn open(&self, offset: u64) -> Result<Opened, FetchError> {
-        get_from(
-            &self.client,
-            self.url.clone(),
-            self.bearer.as_ref(),
-            offset,
-            true,
-        )
-        .await
+        get_from(&self.client, self.url.clone(), None, offset, true).await
     }
 
     fn describe(&self) -> String {
@@ -74,6 +56,36 @@ pub(crate) async fn get_from(
         request = request.header(RANGE, format!("bytes={offset}-"));
     }
     let response = send(request, bearer).await?;
+    opened(response, what, offset, use_range_header).await
+}
+
+/// GETs a pre-signed URL (a store's, handed out by ferry-server) from
+/// `offset`, with `Range` and without any `Authorization` header: the
+/// signature in the query is the credential, and S3 refuses a request that
+/// carries both. Errors never quote the URL, whose query is a credential.
+pub(crate) async fn get_signed(
+    client: &reqwest::Client,
+    url: &Url,
+    offset: u64,
+) -> Result<Opened, FetchError> {
+    let mut request = client.get(url.clone());
+    if offset > 0 {
+        request = request.header(RANGE, format!("bytes={offset}-"));
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| FetchError::from_reqwest(&e.without_url()))?;
+    opened(response, redacted(url), offset, true).await
+}
+
+/// The answer to a GET from `offset` as an [`Opened`] (see [`get_from`]).
+pub(crate) async fn opened(
+    response: reqwest::Response,
+    what: String,
+    offset: u64,
+    use_range_header: bool,
+) -> Result<Opened, FetchError> {
     let status = response.status();
     let total_from_range = response
         .headers()
@@ -97,9 +109,10 @@ pub(crate) async fn get_from(
     } else {
         (offset, response.content_length().map(|len| len + offset))
     };
+    // Without the URL: it may be a pre-signed one (the source names itself).
     let body = response
         .bytes_stream()
-        .map_err(|e| FetchError::from_reqwest(&e));
+        .map_err(|e| FetchError::from_reqwest(&e.without_url()));
     Ok(Opened {
         body: Box::pin(body),
         start,

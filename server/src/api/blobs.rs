@@ -1,6 +1,12 @@
 //! `POST /v1/blobs/missing` (upload token), `PUT /v1/blobs/{digest}` (upload
 //! token), `GET`/`HEAD /v1/blobs/{digest}` (upload token, or a bundle token
 //! whose bundle lists the digest).
+//!
+//! With `--redirect` (the default on a bucket) a `GET` is answered `307` to
+//! a short-lived URL the store signed, so the bytes go from the store to
+//! the reader; the token check, `HEAD` and `If-None-Match` stay here.
+//! `?redirect=false` asks for the bytes from the server (what ferry-init
+//! does when the store refuses a fresh URL, say for clock skew).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,6 +25,9 @@ use super::{ApiError, SharedState, parse_json};
 use crate::metrics::Metrics;
 use crate::store::layout::push_hex;
 use crate::store::{BodyLimits, Content, PutOutcome, StoreError, UploadBody};
+
+/// Blobs never change, but may need a token.
+const BLOB_CACHE_CONTROL: &str = "private, max-age=31536000, immutable";
 
 pub(super) fn parse_digest(text: &str) -> Result<Digest, ApiError> {
     text.parse()
@@ -143,6 +152,12 @@ pub(super) async fn get(
             "this bundle token does not grant that blob",
         ));
     }
+    if method == Method::GET
+        && let Some(expires_in) = state.redirect
+        && !proxy_asked(request.uri())
+    {
+        return redirect(&state, &digest, headers, expires_in).await;
+    }
     let (size, blob) = if method == Method::HEAD {
         (state.store.blob_size(&digest).await?, None)
     } else {
@@ -153,7 +168,7 @@ pub(super) async fn get(
     let mut response = Response::builder()
         .header(
             header::CACHE_CONTROL,
-            HeaderValue::from_static("private, max-age=31536000, immutable"),
+            HeaderValue::from_static(BLOB_CACHE_CONTROL),
         )
         .header(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"))
         .header(
@@ -162,11 +177,7 @@ pub(super) async fn get(
         );
     let etag_text = etag.to_str().unwrap_or_default();
     if matches_none_of(headers, etag_text) {
-        return Ok(response
-            .header(header::ETAG, etag)
-            .status(StatusCode::NOT_MODIFIED)
-            .body(Body::empty())
-            .unwrap_or_default());
+        return Ok(not_modified(response, etag));
     }
     // If-Range with another validator means "send the whole blob".
     let if_range_ok = headers
@@ -207,6 +218,54 @@ pub(super) async fn get(
     let body = counted_body(blob.read(range).await?.content, &state.metrics);
     response
         .body(body)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// A `304`: the client's copy (named by `If-None-Match`) is current.
+fn not_modified(response: http::response::Builder, etag: HeaderValue) -> Response {
+    response
+        .header(header::ETAG, etag)
+        .status(StatusCode::NOT_MODIFIED)
+        .body(Body::empty())
+        .unwrap_or_default()
+}
+
+/// Whether the query says `redirect=false`: send the bytes, not a URL.
+fn proxy_asked(uri: &http::Uri) -> bool {
+    uri.query().is_some_and(|query| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .any(|(key, value)| key == "redirect" && matches!(value.as_ref(), "false" | "0"))
+    })
+}
+
+/// A `307` to a URL that reads blob `digest` from the store for
+/// `expires_in`; the reader sends its `Range` there. Not cached: the URL
+/// expires. The URL is a credential, so it is never logged.
+async fn redirect(
+    state: &SharedState,
+    digest: &Digest,
+    headers: &HeaderMap,
+    expires_in: std::time::Duration,
+) -> Result<Response, ApiError> {
+    let etag = etag(digest);
+    if matches_none_of(headers, etag.to_str().unwrap_or_default()) {
+        let response = Response::builder().header(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(BLOB_CACHE_CONTROL),
+        );
+        return Ok(not_modified(response, etag));
+    }
+    let url = state.store.signed_blob_url(digest, expires_in).await?;
+    let location = HeaderValue::from_str(url.as_str())
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "the store signed an unusable URL"))?;
+    state.metrics.blob_redirects.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(%digest, "blob read redirected to the store");
+    Response::builder()
+        .status(StatusCode::TEMPORARY_REDIRECT)
+        .header(header::LOCATION, location)
+        .header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))
+        .header(header::ETAG, etag)
+        .body(Body::empty())
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
 

@@ -2,7 +2,7 @@
 //! (upload token); `GET /v1/bundles/{bundle}` (upload token, or that
 //! bundle's own token).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use axum::extract::{Path, RawQuery, State};
@@ -87,20 +87,23 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Every blob the entries name must be stored, at the size they claim.
-/// Returns the bytes of the distinct blobs.
+/// Every blob the entries name must be stored, at the size they claim
+/// (one `HEAD` per distinct blob). Returns the bytes of the distinct blobs.
 async fn check_blobs_stored(store: &Store, entries: &[Entry]) -> Result<u64, ApiError> {
-    let mut sizes: HashMap<Digest, u64> = HashMap::new();
-    for entry in entries {
-        sizes.insert(entry.digest, entry.size);
-    }
-    let digests: Vec<Digest> = sizes.keys().copied().collect();
-    let missing = store.missing(&digests).await?;
+    let distinct: HashSet<Digest> = entries.iter().map(|e| e.digest).collect();
+    let digests: Vec<Digest> = distinct.into_iter().collect();
+    let stored: HashMap<Digest, Option<u64>> =
+        store.blob_sizes(&digests).await?.into_iter().collect();
+    let missing: Vec<Digest> = digests
+        .iter()
+        .copied()
+        .filter(|d| stored.get(d).copied().flatten().is_none())
+        .collect();
     if !missing.is_empty() {
         return Err(ApiError::missing_blobs(missing));
     }
     for entry in entries {
-        let stored = store.blob_size(&entry.digest).await?;
+        let stored = stored.get(&entry.digest).copied().flatten().unwrap_or(0);
         if stored != entry.size {
             return Err(ApiError::new(
                 ErrorCode::SizeMismatch,
@@ -111,7 +114,7 @@ async fn check_blobs_stored(store: &Store, entries: &[Entry]) -> Result<u64, Api
             ));
         }
     }
-    Ok(sizes.values().sum())
+    Ok(stored.values().flatten().sum())
 }
 
 pub(super) async fn create(
@@ -163,6 +166,10 @@ pub(super) async fn create(
                 ErrorCode::NameTaken,
                 format!("bundle name {name} is in use; delete it first or choose another name"),
             ));
+        }
+        Err(CreateError::MissingBlobs(gone)) => {
+            tracing::info!(%id, blobs = gone.len(), "bundle not created: blobs went to garbage collection meanwhile");
+            return Err(ApiError::missing_blobs(gone));
         }
         Err(CreateError::Store(e)) => return Err(e.into()),
     }
@@ -296,6 +303,14 @@ pub(super) async fn delete(
     let record = match state.store.get_bundle(&bundle).await {
         Ok(record) => record,
         Err(StoreError::NotFound) => {
+            // A name a crash left claimed by a bundle never written is freed.
+            if let BundleRef::Name(name) = &bundle
+                && state.store.release_orphan_name(name).await?
+            {
+                return Err(ApiError::not_found(format!(
+                    "no bundle {bundle}; its name was claimed by a bundle never written and is free now"
+                )));
+            }
             return Err(ApiError::not_found(format!("no bundle {bundle}")));
         }
         Err(e) => return Err(e.into()),

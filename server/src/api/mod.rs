@@ -61,6 +61,9 @@ pub struct AppState {
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// Blob GETs are answered with a `307` to a URL the store signs, valid
+    /// this long (`--redirect`); `None`: the server sends the bytes.
+    pub redirect: Option<Duration>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -80,6 +83,7 @@ impl AppState {
             auth: Authenticator::new(crate::auth::UploadAuth::Disabled),
             metrics: Arc::new(Metrics::default()),
             limits: Limits::default(),
+            redirect: None,
         })
     }
 }

@@ -132,6 +132,28 @@ pub trait Backend: std::fmt::Debug + Send + Sync + 'static {
     /// Whether the storage answers at all.
     async fn probe(&self) -> Result<(), StoreError>;
 
+    // Several replicas on one store, and blob bytes served by the store
+    // itself (`ferry-server` answers a read with a redirect).
+
+    /// The size and age of a small object, without reading its bytes: a
+    /// bundle record's existence is checked this way, every revocation
+    /// bound, where reading a large manifest again would be wasteful.
+    async fn head_object(&self, key: &Path) -> Result<ObjectInfo, StoreError>;
+
+    /// Whether [`Backend::signed_blob_url`] can answer at all (a bucket
+    /// whose client signs; never local disk).
+    fn can_sign(&self) -> bool;
+
+    /// A URL anyone holding it may `GET` (with `Range`) blob `digest` from,
+    /// straight from the store, until `expires_in` passes; `Unsupported`
+    /// where [`Backend::can_sign`] is false. The URL is a credential: never
+    /// log it.
+    async fn signed_blob_url(
+        &self,
+        digest: &Digest,
+        expires_in: Duration,
+    ) -> Result<url::Url, StoreError>;
+
     // --- Upload sessions: an object written in parts, by any replica. ---
     // The session logic (offsets, the hash, the record) is the store's
     // (`super::sessions`); a backend only keeps the parts.

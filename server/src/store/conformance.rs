@@ -536,6 +536,7 @@ async fn fsck_counts_an_abandoned_upload_and_gc_sweeps_it(backend: Arc<dyn Backe
         auth: crate::auth::Authenticator::new(crate::auth::UploadAuth::Disabled),
         metrics: Arc::default(),
         limits: crate::api::Limits::default(),
+        redirect: None,
     };
     let report = crate::fsck::fsck(&state.store, false, 2)
         .await

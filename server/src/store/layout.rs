@@ -5,11 +5,14 @@
 //! | `blobs/sha256/<2 hex>/<64 hex>` | blob bytes, visible only once verified |
 //! | `uploads/<uuid>` | an upload in flight (or abandoned by a crash); renamed into `blobs/` when its digest checks out |
 //! | `bundles/<id>.json` | a bundle record: manifest plus the hash of its read token |
-//! | `names/<name>.json` | `{"id": ...}`: which bundle a name points to |
+//! | `names/<name>.json` | `{"id": ..., "expires_at": ...}`: which bundle holds a name, and until when (`"id": null` once released) |
 //! | `tokens/<sha256 of token>.json` | `{"id": ...}`: which bundle a read token opens |
 //! | `sessions/<uuid>.json` | an upload session's record: committed offset, hash midstate, parts |
 //! | `sessions/<uuid>.part` | the session's bytes: a multipart upload on a bucket, one file on local disk; renamed into `blobs/` at commit |
 //! | `quarantine/<64 hex>` | a blob `fsck --quarantine` found damaged |
+//! | `condemned/<64 hex>` | a blob a GC sweep is about to delete unless a bundle turns out to list it |
+//! | `leases/<name>.json` | who holds a lease (the GC sweep), renewed while held |
+//! | `checks/<uuid>.json` | the start-up check that the store keeps conditional writes (deleted after) |
 //!
 //! Both backends use these keys as they are: the local one as paths under
 //! its data directory, the `object_store` one as object names.
@@ -27,6 +30,8 @@ pub enum Prefix {
     Tokens,
     Quarantine,
     Sessions,
+    Condemned,
+    Leases,
 }
 
 impl Prefix {
@@ -39,6 +44,8 @@ impl Prefix {
             Self::Tokens => "tokens",
             Self::Quarantine => "quarantine",
             Self::Sessions => "sessions",
+            Self::Condemned => "condemned",
+            Self::Leases => "leases",
         }
     }
 
@@ -152,6 +159,32 @@ pub fn quarantine(digest: &Digest) -> Path {
     Path::from_iter([Prefix::Quarantine.as_str(), &digest.hex()])
 }
 
+/// The mark a GC sweep puts on blob `digest` before it decides to delete it.
+pub fn condemned(digest: &Digest) -> Path {
+    Path::from_iter([Prefix::Condemned.as_str(), &digest.hex()])
+}
+
+/// The blob a `condemned/` key marks.
+pub fn digest_of_condemned(key: &Path) -> Option<Digest> {
+    let mut parts = key.parts();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(prefix), Some(hex), None) if prefix.as_ref() == Prefix::Condemned.as_str() => {
+            Digest::from_hex(hex.as_ref()).ok()
+        }
+        _ => None,
+    }
+}
+
+/// The lease called `name` (`gc`).
+pub fn lease(name: &str) -> Path {
+    Path::from_iter([Prefix::Leases.as_str(), &format!("{name}.json")])
+}
+
+/// A fresh key for one start-up check of conditional writes.
+pub fn write_check() -> Path {
+    Path::from(format!("checks/{}.json", uuid::Uuid::new_v4()))
+}
+
 /// An object that need not exist: readiness probes ask for it.
 pub fn probe() -> Path {
     Path::from("readyz-probe")
@@ -229,6 +262,13 @@ mod tests {
             format!("quarantine/{}", digest.hex())
         );
         assert_eq!(token("ab12").as_ref(), "tokens/ab12.json");
+        assert_eq!(
+            condemned(&digest).as_ref(),
+            format!("condemned/{}", digest.hex())
+        );
+        assert_eq!(digest_of_condemned(&condemned(&digest)), Some(digest));
+        assert_eq!(digest_of_condemned(&quarantine(&digest)), None);
+        assert_eq!(lease("gc").as_ref(), "leases/gc.json");
         let name = BundleName::parse("spark-app").unwrap();
         assert_eq!(self::name(&name).as_ref(), "names/spark-app.json");
     }

@@ -5,10 +5,12 @@
 //!
 //! Blobs, bundle records and token indexes are written once and never
 //! changed (a blob only under its verified digest; a record and a token
-//! index under fresh ids), until GC deletes them. The one object that is
-//! rewritten is a name index, `names/<name>.json`, when a new bundle takes
-//! over a name whose bundle expired or was deleted. That is why several
-//! stateless replicas can serve one bucket.
+//! index under fresh ids), until GC deletes them. The objects that are
+//! rewritten are rewritten only by conditional writes: a name claim,
+//! `names/<name>.json`, is created if absent and otherwise changed only by
+//! compare-and-swap ([`bundles`]), and so is the GC lease. That is why
+//! several stateless replicas can serve one bucket whose store keeps
+//! conditional writes ([`Store::check_conditional_writes`]).
 
 mod backend;
 mod body;
@@ -23,6 +25,7 @@ pub mod layout;
 mod local;
 mod object;
 mod open;
+mod replicas;
 mod sessions;
 
 use std::sync::Arc;
@@ -37,13 +40,14 @@ pub use backend::{
     Backend, BlobBody, BodyLimits, Content, Object, ObjectInfo, OpenBlob, PartData, PutOutcome,
     ReadBlob, UploadBody, Version, WriteMode,
 };
-pub(crate) use bundles::Pointer;
 pub use bundles::{BundleRecord, CreateError};
+pub(crate) use bundles::{NameClaim, Pointer};
 pub use error::StoreError;
 pub use layout::Prefix;
 pub use local::LocalBackend;
 pub use object::ObjectStoreBackend;
 pub use open::{OpenError, open};
+pub use replicas::ConditionalWriteError;
 pub use sessions::{ChunkLimits, SessionError, SessionStatus};
 
 /// A stored blob as a listing shows it.
@@ -85,21 +89,45 @@ impl Store {
 
     /// The digests among `digests` that are not stored, in the order given.
     pub async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, StoreError> {
-        let found: Vec<(Digest, bool)> = futures::stream::iter(digests.iter().copied())
+        Ok(self
+            .blob_sizes(digests)
+            .await?
+            .into_iter()
+            .filter_map(|(digest, size)| size.is_none().then_some(digest))
+            .collect())
+    }
+
+    /// The size of each of `digests` (`None`: not stored), in the order given.
+    pub async fn blob_sizes(
+        &self,
+        digests: &[Digest],
+    ) -> Result<Vec<(Digest, Option<u64>)>, StoreError> {
+        futures::stream::iter(digests.iter().copied())
             .map(|digest| async move {
                 match self.blob_size(&digest).await {
-                    Ok(_) => Ok((digest, true)),
-                    Err(StoreError::NotFound) => Ok((digest, false)),
+                    Ok(size) => Ok((digest, Some(size))),
+                    Err(StoreError::NotFound) => Ok((digest, None)),
                     Err(e) => Err(e),
                 }
             })
             .buffered(32)
             .try_collect()
-            .await?;
-        Ok(found
-            .into_iter()
-            .filter_map(|(d, present)| (!present).then_some(d))
-            .collect())
+            .await
+    }
+
+    /// Whether blob reads may be answered with a URL of the store's own.
+    pub fn can_sign(&self) -> bool {
+        self.backend.can_sign()
+    }
+
+    /// A short-lived URL that reads blob `digest` straight from the store
+    /// (a credential: never log it).
+    pub async fn signed_blob_url(
+        &self,
+        digest: &Digest,
+        expires_in: std::time::Duration,
+    ) -> Result<url::Url, StoreError> {
+        self.backend.signed_blob_url(digest, expires_in).await
     }
 
     /// Size of a stored blob.

@@ -7,6 +7,7 @@
 //! partial or wrong blob.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use ferry_core::{Digest, Sha256Hasher};
 use futures::stream::{StreamExt, TryStreamExt};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
     UpdateVersion, WriteMultipart,
@@ -42,7 +44,13 @@ pub struct ObjectStoreBackend {
     /// continues a multipart upload by its id); `None` for a store without
     /// one, which then refuses sessions.
     multipart: Option<Arc<dyn MultipartStore>>,
+    /// The same store's URL signer, where it has one (S3, GCS, Azure).
+    signer: Option<Arc<dyn Signer>>,
     description: String,
+    /// Keeps this process's check-then-write creates (stores without
+    /// conditional PUT) apart from each other; other processes are not
+    /// kept apart, which is why several replicas refuse such a store.
+    unconditional: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for ObjectStoreBackend {
@@ -60,7 +68,9 @@ impl ObjectStoreBackend {
         Self {
             inner,
             multipart: None,
+            signer: None,
             description: description.into(),
+            unconditional: Arc::default(),
         }
     }
 
@@ -75,6 +85,12 @@ impl ObjectStoreBackend {
         self.multipart.as_ref().ok_or_else(|| {
             StoreError::Unsupported("upload sessions on a store without a multipart API".into())
         })
+    }
+
+    /// Serves blob reads as URLs `signer` signs (the same store as `inner`).
+    pub fn with_signer(mut self, signer: Arc<dyn Signer>) -> Self {
+        self.signer = Some(signer);
+        self
     }
 
     /// Renames a verified upload to its blob key, unless that blob is
@@ -107,6 +123,7 @@ impl ObjectStoreBackend {
         key: &Path,
         payload: PutPayload,
     ) -> Result<Version, StoreError> {
+        let _alone = self.unconditional.lock().await;
         match self.inner.head(key).await {
             Ok(_) => Err(StoreError::AlreadyExists {
                 key: key.to_string(),
@@ -359,6 +376,44 @@ impl Backend for ObjectStoreBackend {
         size: u64,
     ) -> Result<PutOutcome, StoreError> {
         self.publish(key, digest, size).await
+    }
+
+    async fn head_object(&self, key: &Path) -> Result<ObjectInfo, StoreError> {
+        let meta = self
+            .inner
+            .head(key)
+            .await
+            .map_err(StoreError::from_object_store)?;
+        Ok(ObjectInfo {
+            key: meta.location,
+            size: meta.size,
+            last_modified: meta.last_modified,
+        })
+    }
+
+    fn can_sign(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    async fn signed_blob_url(
+        &self,
+        digest: &Digest,
+        expires_in: Duration,
+    ) -> Result<url::Url, StoreError> {
+        let Some(signer) = &self.signer else {
+            return Err(StoreError::Unsupported(format!(
+                "{} cannot sign URLs",
+                self.description
+            )));
+        };
+        signer
+            .signed_url(
+                object_store::signer::Method::GET,
+                &layout::blob(digest),
+                expires_in,
+            )
+            .await
+            .map_err(StoreError::from_object_store)
     }
 }
 

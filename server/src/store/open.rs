@@ -8,6 +8,7 @@ use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::multipart::MultipartStore;
 use object_store::prefix::PrefixStore;
+use object_store::signer::Signer;
 use object_store::{BackoffConfig, RetryConfig};
 
 use super::{LocalBackend, ObjectStoreBackend, Store};
@@ -39,18 +40,15 @@ pub fn open(data: &str) -> Result<Store, OpenError> {
     };
     let url = url::Url::parse(data).map_err(|e| OpenError::Url(data.into(), e.to_string()))?;
     let bucket_url = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
-    // abfs(s):// URLs name the container in the path, so no prefix there.
-    let prefix = match url.path().trim_matches('/') {
-        _ if scheme.starts_with("ab") => "",
-        prefix => prefix,
-    };
+    let prefix = url.path().trim_matches('/');
+    let backend_error = |e| OpenError::Backend(data.into(), e);
     let backend = match scheme {
         "s3" | "s3a" => bucket(
             AmazonS3Builder::from_env()
                 .with_url(bucket_url.replace("s3a://", "s3://"))
                 .with_retry(retry())
                 .build()
-                .map_err(|e| OpenError::Backend(data.into(), e))?,
+                .map_err(backend_error)?,
             prefix,
             data,
         ),
@@ -59,7 +57,7 @@ pub fn open(data: &str) -> Result<Store, OpenError> {
                 .with_url(&bucket_url)
                 .with_retry(retry())
                 .build()
-                .map_err(|e| OpenError::Backend(data.into(), e))?,
+                .map_err(backend_error)?,
             prefix,
             data,
         ),
@@ -68,8 +66,9 @@ pub fn open(data: &str) -> Result<Store, OpenError> {
                 .with_url(data)
                 .with_retry(retry())
                 .build()
-                .map_err(|e| OpenError::Backend(data.into(), e))?,
-            prefix,
+                .map_err(backend_error)?,
+            // An abfs URL names its path inside the container itself.
+            if scheme.starts_with("ab") { "" } else { prefix },
             data,
         ),
         "file" => return open_local(url.path()),
@@ -78,21 +77,27 @@ pub fn open(data: &str) -> Result<Store, OpenError> {
     Ok(Store::new(Arc::new(backend)))
 }
 
-/// A bucket's backend, under `prefix` if not empty, with its multipart
-/// API kept for upload sessions.
-fn bucket<T: ObjectStore + MultipartStore>(
+/// A bucket's backend, under `prefix` if not empty: one client serves as
+/// the store, its multipart API (upload sessions) and the signer of its
+/// URLs (redirected reads; with a prefix, prefixed keys are signed too).
+fn bucket<T: ObjectStore + MultipartStore + Signer>(
     store: T,
     prefix: &str,
     description: &str,
 ) -> ObjectStoreBackend {
-    fn both<S: ObjectStore + MultipartStore>(store: S, description: &str) -> ObjectStoreBackend {
+    fn all<S: ObjectStore + MultipartStore + Signer>(
+        store: S,
+        description: &str,
+    ) -> ObjectStoreBackend {
         let store = Arc::new(store);
-        ObjectStoreBackend::new(store.clone(), description).with_multipart(store)
+        ObjectStoreBackend::new(store.clone(), description)
+            .with_multipart(store.clone())
+            .with_signer(store)
     }
     if prefix.is_empty() {
-        both(store, description)
+        all(store, description)
     } else {
-        both(PrefixStore::new(store, prefix), description)
+        all(PrefixStore::new(store, prefix), description)
     }
 }
 

@@ -283,6 +283,24 @@ impl Backend for LocalBackend {
         let target = self.root.join(layout::blob_key(digest));
         parts::publish(self.file(key), target, size).await
     }
+
+    async fn head_object(&self, key: &Path) -> Result<ObjectInfo, StoreError> {
+        self.objects.head_object(key).await
+    }
+
+    fn can_sign(&self) -> bool {
+        false
+    }
+
+    async fn signed_blob_url(
+        &self,
+        _digest: &Digest,
+        _expires_in: std::time::Duration,
+    ) -> Result<url::Url, StoreError> {
+        Err(StoreError::Unsupported(
+            "local disk cannot sign URLs; its blobs are served by the server".into(),
+        ))
+    }
 }
 
 /// An opened local blob file.
