@@ -922,6 +922,10 @@ fn template_pod(cluster: &Cluster, name: &str, submit: &[&str]) -> (Pod, Value) 
     let jar = deps.join("lib.jar").display().to_string();
     let spark_submit = [
         "spark-submit".to_owned(),
+        "--master".into(),
+        format!("k8s://{}", cluster.kube.url),
+        "--deploy-mode".into(),
+        "cluster".into(),
         "--jars".into(),
         jar,
         "local:///opt/app.jar".into(),

@@ -7,6 +7,7 @@ use ferry_core::{BundleId, BundleRef};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 
 use super::Submission;
+use super::remote::{RemoteAccess, Side};
 use crate::k8s::{self, InitSpec};
 
 /// How the pods run ferry-init and reach the server.
@@ -25,6 +26,7 @@ pub struct PodOptions {
 pub struct PodDelivery {
     pub secret: Secret,
     pub init: InitSpec,
+    remote: RemoteAccess,
 }
 
 impl PodDelivery {
@@ -36,23 +38,45 @@ impl PodDelivery {
         options: &PodOptions,
     ) -> Self {
         let secret_name = format!("ferry-{}", bundle.as_str().to_ascii_lowercase());
-        let secret = k8s::secret(&secret_name, &submission.namespace, bundle.as_str(), token);
+        let mut secret = k8s::secret(&secret_name, &submission.namespace, bundle.as_str(), token);
+        // Store keys given inline as settings travel in the same Secret.
+        if let Some(data) = secret.string_data.as_mut() {
+            for (key, value) in submission.remote.secret_data() {
+                data.insert(key.to_owned(), value.to_owned());
+            }
+        }
         let deliveries = &submission.deliveries;
+        let mut plan = deliveries.fetch_plan(&BundleRef::Id(bundle.clone()));
+        submission.remote.annotate(&mut plan);
         let init = InitSpec {
             image: options.image.clone(),
             server: options.server.clone(),
             secret_name,
             node_cache: options.node_cache.clone(),
             deps_dir: deliveries.deps_dir().to_string(),
-            plan: deliveries.fetch_plan(&BundleRef::Id(bundle.clone())),
+            plan,
         };
-        Self { secret, init }
+        Self {
+            secret,
+            init,
+            remote: submission.remote.clone(),
+        }
     }
 
     /// `base` (the user's template, or none) with ferry added; the
     /// dependency volume goes on the container named `container`.
     pub fn template(&self, base: Option<Pod>, container: &str) -> Pod {
         k8s::merge_template(base, &self.init, container)
+    }
+
+    /// [`Self::template`] for one side (driver or executor pods), with the
+    /// store references that side's ferry-init needs (see
+    /// [`super::remote`]).
+    pub fn template_for(&self, base: Option<Pod>, container: &str, side: Side) -> Pod {
+        let mut pod = self.template(base, container);
+        self.remote
+            .add_to_pod(&mut pod, side, &self.init.secret_name, container);
+        pod
     }
 }
 
