@@ -799,6 +799,10 @@ mod tests {
                 "spark.hadoop.fs.s3a.bucket.other.secret.key",
                 "other-secret",
             ),
+            (
+                "spark.hadoop.fs.s3a.bucket.other.path.style.access",
+                "false",
+            ),
         ]);
         let fetched = [
             uri("s3a://b/x.jar"),
