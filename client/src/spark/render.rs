@@ -431,6 +431,81 @@ mod tests {
     }
 
     #[test]
+    fn with_an_upload_path_no_dependency_is_left_for_spark_to_upload() {
+        // Spark uploads each local path and file:// URI to the upload path;
+        // ferry rewrites every one to local://, which Spark never uploads.
+        let fixture = fixture(&["--conf", "spark.kubernetes.file.upload.path=s3a://b/up"]);
+        let rendered = render(
+            &fixture.plan,
+            &bundle(),
+            "tok",
+            &options(),
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let command = &rendered.command;
+        let mut uploaded = Vec::new();
+        for (i, arg) in command.iter().enumerate() {
+            if ["--jars", "--files", "--py-files", "--archives"].contains(&arg.as_str()) {
+                uploaded.extend(command[i + 1].split(',').map(str::to_owned));
+            }
+        }
+        uploaded.push(command[command.len() - 2].clone());
+        assert_eq!(uploaded.len(), 4, "{command:?}");
+        for dep in &uploaded {
+            assert!(
+                dep.starts_with("local://") || dep.starts_with("s3a://"),
+                "{dep} would be uploaded by Spark too"
+            );
+            assert!(!dep.starts_with('/') && !dep.starts_with("file:"), "{dep}");
+        }
+        assert!(command.contains(&"spark.kubernetes.file.upload.path=s3a://b/up".to_owned()));
+    }
+
+    #[test]
+    fn dry_runs_redact_carried_store_secrets() {
+        let fixture = fixture(&[
+            "--conf",
+            "spark.hadoop.fs.s3a.secret.key=very-secret",
+            "--conf=spark.hadoop.fs.s3a.access.key=AKIDX",
+            "--conf",
+            "spark.hadoop.fs.s3a.endpoint=http://minio:9000",
+        ]);
+        let rendered = render(
+            &fixture.plan,
+            &bundle(),
+            "tok",
+            &options(),
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let data = rendered.secret.string_data.as_ref().unwrap();
+        assert_eq!(data["spark.hadoop.fs.s3a.secret.key"], "very-secret");
+        let text = rendered.dry_run_text().unwrap();
+        let json = rendered.dry_run_json().unwrap();
+        for shown in [&text, &json] {
+            assert!(
+                !shown.contains("very-secret") && !shown.contains("AKIDX"),
+                "{shown}"
+            );
+            assert!(shown.contains("spark.hadoop.fs.s3a.endpoint=http://minio:9000"));
+        }
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            json["secret"]["stringData"]["token"], "tok",
+            "the bundle token stays"
+        );
+        assert_eq!(
+            json["secret"]["stringData"]["spark.hadoop.fs.s3a.secret.key"],
+            REDACTED
+        );
+        assert!(
+            text.contains("--conf=spark.hadoop.fs.s3a.access.key=<redacted>"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn shell_quoting_round_trips_awkward_arguments() {
         assert_eq!(shell_quote("--conf"), "--conf");
         assert_eq!(shell_quote("a b"), "'a b'");
