@@ -227,25 +227,6 @@ fn run_spark(command: &[String]) -> anyhow::Result<u8> {
     Ok(status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1)))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spark_defaults_come_from_the_conf_dir_then_spark_home() {
-        let some = |s: &str| Some(OsString::from(s));
-        assert_eq!(
-            spark_defaults(some("/etc/spark"), some("/opt/spark")),
-            Some(PathBuf::from("/etc/spark/spark-defaults.conf"))
-        );
-        assert_eq!(
-            spark_defaults(some(""), some("/opt/spark")),
-            Some(PathBuf::from("/opt/spark/conf/spark-defaults.conf"))
-        );
-        assert_eq!(spark_defaults(None, None), None);
-    }
-}
-
 /// Creates the Secret through the Kubernetes API, or writes it to
 /// `secret_file`; says which for the progress note.
 async fn deliver_secret(secret: &Secret, secret_file: Option<&Path>) -> anyhow::Result<String> {
@@ -280,4 +261,23 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spark_defaults_come_from_the_conf_dir_then_spark_home() {
+        let some = |s: &str| Some(OsString::from(s));
+        assert_eq!(
+            spark_defaults(some("/etc/spark"), some("/opt/spark")),
+            Some(PathBuf::from("/etc/spark/spark-defaults.conf"))
+        );
+        assert_eq!(
+            spark_defaults(some(""), some("/opt/spark")),
+            Some(PathBuf::from("/opt/spark/conf/spark-defaults.conf"))
+        );
+        assert_eq!(spark_defaults(None, None), None);
+    }
 }

@@ -92,8 +92,11 @@ pub enum StoreKey {
 /// two endpoints are two stores.
 #[derive(Default)]
 pub struct Stores {
-    built: Mutex<HashMap<(StoreKey, Option<StoreSettings>), Arc<dyn ObjectStore>>>,
+    built: Mutex<HashMap<BuiltKey, Arc<dyn ObjectStore>>>,
 }
+
+/// A store and the settings it was built with.
+type BuiltKey = (StoreKey, Option<StoreSettings>);
 
 /// Short retries inside `object_store`; ferry-init's own retry loop (with
 /// resume from the last byte) wraps them.
@@ -238,8 +241,7 @@ mod tests {
         let key = StoreKey::S3 { bucket: "b".into() };
         let error = stores
             .get(&key, Some(&unknown))
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(
             error.contains("aws_no_such_setting") && !error.contains("s3cr3t"),
