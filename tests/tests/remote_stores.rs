@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use ferry_tests::cluster::Cluster;
-use ferry_tests::kubelet::StandInImage;
 use ferry_tests::moto::Moto;
 use ferry_tests::spark_image;
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
@@ -185,21 +184,8 @@ fn s3a_settings_and_secret_refs_reach_ferry_init_in_the_pod_and_no_secret_is_wri
                 ..Default::default()
             }),
     );
-    let stored =
-        cluster
-            .kube
-            .client()
-            .create(NAMESPACE, "pods", &serde_json::to_value(&pod).unwrap());
-    let pod: Pod = serde_json::from_value(stored).unwrap();
-    let lister = StandInImage {
-        entrypoint: vec!["ls".into()],
-        user: Some("185:185".into()),
-        ..Default::default()
-    };
-    let kubelet = cluster
-        .kubelet
-        .clone()
-        .with_image(spark_image::IMAGE, lister);
+    let pod = cluster.store_pod(NAMESPACE, &pod);
+    let kubelet = cluster.lister_kubelet();
     let outcome = kubelet.run_pod(&pod, Duration::from_secs(120));
     assert!(outcome.succeeded(), "{}", outcome.describe());
     let listed = &outcome.containers[0].log;

@@ -308,6 +308,18 @@ mod tests {
         }
     }
 
+    /// `fixture` rendered with the default pod options and no user templates.
+    fn rendered(fixture: &Fixture) -> Rendered {
+        render(
+            &fixture.plan,
+            &bundle(),
+            "tok",
+            &options(),
+            &BTreeMap::new(),
+        )
+        .unwrap()
+    }
+
     fn bundle() -> BundleId {
         BundleId::parse("id-0000000000000000000000000c").unwrap()
     }
@@ -404,14 +416,7 @@ mod tests {
     #[test]
     fn dry_runs_print_the_same_facts_as_text_and_json() {
         let fixture = fixture(&[]);
-        let rendered = render(
-            &fixture.plan,
-            &bundle(),
-            "tok",
-            &options(),
-            &BTreeMap::new(),
-        )
-        .unwrap();
+        let rendered = rendered(&fixture);
         let json: serde_json::Value =
             serde_json::from_str(&rendered.dry_run_json().unwrap()).unwrap();
         assert_eq!(json["bundle"], bundle().as_str());
@@ -435,14 +440,7 @@ mod tests {
         // Spark uploads each local path and file:// URI to the upload path;
         // ferry rewrites every one to local://, which Spark never uploads.
         let fixture = fixture(&["--conf", "spark.kubernetes.file.upload.path=s3a://b/up"]);
-        let rendered = render(
-            &fixture.plan,
-            &bundle(),
-            "tok",
-            &options(),
-            &BTreeMap::new(),
-        )
-        .unwrap();
+        let rendered = rendered(&fixture);
         let command = &rendered.command;
         let mut uploaded = Vec::new();
         for (i, arg) in command.iter().enumerate() {
@@ -471,14 +469,7 @@ mod tests {
             "--conf",
             "spark.hadoop.fs.s3a.endpoint=http://minio:9000",
         ]);
-        let rendered = render(
-            &fixture.plan,
-            &bundle(),
-            "tok",
-            &options(),
-            &BTreeMap::new(),
-        )
-        .unwrap();
+        let rendered = rendered(&fixture);
         let data = rendered.secret.string_data.as_ref().unwrap();
         assert_eq!(data["spark.hadoop.fs.s3a.secret.key"], "very-secret");
         let text = rendered.dry_run_text().unwrap();
