@@ -5,8 +5,9 @@
 //! The subcommands (`command/`) are thin edges over libraries:
 //! [`staging`] (hash, upload, create a bundle), [`submission`] (what a
 //! Spark submission stages, fetches, rewrites and who owns it, whatever
-//! its front end), [`spark`] (the spark-submit front end) and [`k8s`] (the
-//! Secret and pod templates).
+//! its front end), [`spark`] (the spark-submit front end), [`operator`]
+//! (the SparkApplication front end) and [`k8s`] (the Secret and pod
+//! templates).
 
 pub mod api;
 pub mod command;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod files;
 pub mod hash;
 pub mod k8s;
+pub mod operator;
 pub mod progress;
 pub mod spark;
 pub mod staging;
@@ -97,6 +99,10 @@ pub enum Command {
     /// Stage a spark-submit's local dependencies and run it with them
     /// delivered by ferry-init: ferry submit -- spark-submit ARGS...
     Submit(command::submit::SubmitArgs),
+    /// Stage the local dependencies of Kubeflow spark-operator
+    /// SparkApplications and apply them with ferry-init added:
+    /// ferry apply -f app.yaml
+    Apply(command::apply::ApplyArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -117,5 +123,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             .map(|()| 0),
         Command::Bundles(command) => command::bundles::run(&client, command).await.map(|()| 0),
         Command::Submit(args) => command::submit::run(&client, args, cli.quiet).await,
+        Command::Apply(args) => command::apply::run(&client, args, cli.quiet)
+            .await
+            .map(|()| 0),
     }
 }

@@ -239,7 +239,15 @@ impl RemoteAccess {
     /// `side`: env vars (from `secret_name`, the token Secret, and the
     /// user's Secrets), the user's mounted Secrets, and the store variables
     /// and Secret mounts of the user's own main container `container`.
-    pub fn add_to_pod(&self, pod: &mut Pod, side: Side, secret_name: &str, container: &str) {
+    /// Without a token Secret (nothing staged) inline keys have nowhere to
+    /// live: ferry-init then says which variable it lacks.
+    pub fn add_to_pod(
+        &self,
+        pod: &mut Pod,
+        side: Side,
+        secret_name: Option<&str>,
+        container: &str,
+    ) {
         let refs = match side {
             Side::Driver => &self.driver,
             Side::Executor => &self.executor,
@@ -275,7 +283,10 @@ impl RemoteAccess {
         }
         let mut env = template_env;
         for reference in self.common.iter().chain(&refs.env) {
-            let var = env_var(reference, secret_name);
+            let var = match (reference, secret_name) {
+                (EnvRef::Ferry { .. }, None) => continue,
+                (_, name) => env_var(reference, name.unwrap_or_default()),
+            };
             env.retain(|e| e.name != var.name);
             env.push(var);
         }
@@ -1011,7 +1022,7 @@ mod tests {
         let init = crate::k8s::InitSpec {
             image: "ferry-init:test".into(),
             server: "http://ferry:7070".into(),
-            secret_name: "ferry-id-x".into(),
+            secret_name: Some("ferry-id-x".into()),
             node_cache: None,
             deps_dir: crate::k8s::DEPS_DIR.into(),
             plan: FetchPlan::new(Vec::new()),
@@ -1021,9 +1032,9 @@ mod tests {
         )
         .unwrap();
         let mut driver = crate::k8s::merge_template(Some(user), &init, "main");
-        access.add_to_pod(&mut driver, Side::Driver, "ferry-id-x", "main");
+        access.add_to_pod(&mut driver, Side::Driver, Some("ferry-id-x"), "main");
         let mut executor = crate::k8s::merge_template(None, &init, "spark-kubernetes-executor");
-        access.add_to_pod(&mut executor, Side::Executor, "ferry-id-x", "x");
+        access.add_to_pod(&mut executor, Side::Executor, Some("ferry-id-x"), "x");
         let ferry_init =
             |pod: &Pod| pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0].clone();
         let describe = |c: &Container| -> Vec<String> {

@@ -45,22 +45,24 @@ impl PodDelivery {
                 data.insert(key.to_owned(), value.to_owned());
             }
         }
-        let deliveries = &submission.deliveries;
-        let mut plan = deliveries.fetch_plan(&BundleRef::Id(bundle.clone()));
+        let mut plan = submission
+            .deliveries
+            .fetch_plan(&BundleRef::Id(bundle.clone()));
         submission.remote.annotate(&mut plan);
-        let init = InitSpec {
-            image: options.image.clone(),
-            server: options.server.clone(),
-            secret_name,
-            node_cache: options.node_cache.clone(),
-            deps_dir: deliveries.deps_dir().to_string(),
-            plan,
-        };
+        let init = init_spec(submission, options, Some(secret_name), plan);
         Self {
             secret,
             init,
             remote: submission.remote.clone(),
         }
+    }
+
+    /// The init container of a submission with nothing staged: ferry-init
+    /// fetches the remote URIs, with no bundle, token or Secret.
+    pub fn remote_only(submission: &Submission, options: &PodOptions) -> InitSpec {
+        let mut plan = submission.deliveries.remote_fetch_plan();
+        submission.remote.annotate(&mut plan);
+        init_spec(submission, options, None, plan)
     }
 
     /// `base` (the user's template, or none) with ferry added; the
@@ -75,8 +77,24 @@ impl PodDelivery {
     pub fn template_for(&self, base: Option<Pod>, container: &str, side: Side) -> Pod {
         let mut pod = self.template(base, container);
         self.remote
-            .add_to_pod(&mut pod, side, &self.init.secret_name, container);
+            .add_to_pod(&mut pod, side, self.init.secret_name.as_deref(), container);
         pod
+    }
+}
+
+fn init_spec(
+    submission: &Submission,
+    options: &PodOptions,
+    secret_name: Option<String>,
+    plan: ferry_core::plan::FetchPlan,
+) -> InitSpec {
+    InitSpec {
+        image: options.image.clone(),
+        server: options.server.clone(),
+        secret_name,
+        node_cache: options.node_cache.clone(),
+        deps_dir: submission.deliveries.deps_dir().to_string(),
+        plan,
     }
 }
 
