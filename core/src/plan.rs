@@ -27,6 +27,14 @@
 //!   segment); ignored for whole bundles and bundle folders.
 //! - `items[].groups`: optional, for whole bundles: top-level folder →
 //!   absolute directory.
+//! - `items[].store`: optional, for object-store URIs (`s3a://`, `gs://`,
+//!   `abfss://`, ...): how to reach the store, as the submitter's Spark
+//!   settings said. `options` maps an `object_store` configuration key
+//!   (`aws_endpoint`, `aws_region`, `google_service_account_path`, ...) to
+//!   its value and never holds a secret; `env` maps such a key to the name
+//!   of the environment variable holding its value (set in the pod from a
+//!   `secretKeyRef`), so no secret is ever written into the plan. Absent,
+//!   the store is configured from its standard environment only.
 //!
 //! How the schema evolves: unknown fields are refused, so a ferry-init that
 //! predates a field refuses a plan using it instead of silently doing less
@@ -66,6 +74,38 @@ pub struct PlanItem {
     /// other entry lands under `dest` with its full path.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub groups: BTreeMap<String, String>,
+    /// How to reach the item's object store (see the module doc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreSettings>,
+}
+
+/// Store configuration for one item: plain options, and the environment
+/// variables that hold the secret ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `object_store` configuration key → value; never a secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+    /// `object_store` configuration key → environment variable holding it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+impl StoreSettings {
+    pub fn is_empty(&self) -> bool {
+        self.options.is_empty() && self.env.is_empty()
+    }
+}
+
+/// Whether `name` can be an environment variable set from a pod spec
+/// (a C identifier: letters, digits, `_`, not starting with a digit).
+pub fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +114,15 @@ pub enum PlanError {
     Json(String),
     #[error("fetch plan has version {0}; this ferry-init reads version {PLAN_VERSION}")]
     Version(u32),
+    #[error(
+        "fetch plan item {index} ({uri}): store setting {key} names {var:?}, not an environment variable"
+    )]
+    StoreEnv {
+        index: usize,
+        uri: String,
+        key: String,
+        var: String,
+    },
     #[error("fetch plan item {index} ({uri}): dest {dest:?} must be an absolute path")]
     RelativeDest {
         index: usize,
@@ -92,6 +141,7 @@ impl PlanItem {
             dest,
             name: None,
             groups,
+            store: None,
         }
     }
 
@@ -102,6 +152,7 @@ impl PlanItem {
             dest,
             name: Some(name),
             groups: BTreeMap::new(),
+            store: None,
         }
     }
 }
@@ -132,6 +183,17 @@ impl FetchPlan {
                     });
                 }
             }
+            let env = item.store.iter().flat_map(|s| &s.env);
+            for (key, var) in env {
+                if !is_env_name(var) {
+                    return Err(PlanError::StoreEnv {
+                        index,
+                        uri: item.uri.to_string(),
+                        key: key.clone(),
+                        var: var.clone(),
+                    });
+                }
+            }
         }
         Ok(plan)
     }
@@ -152,6 +214,7 @@ mod tests {
             dest: "/var/ferry/jars".into(),
             name: None,
             groups: BTreeMap::new(),
+            store: None,
         }]);
         assert_eq!(FetchPlan::from_json(&plan.to_json()).unwrap(), plan);
         let relative = plan.to_json().replace("/var/ferry/jars", "jars");
@@ -166,5 +229,30 @@ mod tests {
             FetchPlan::from_json(&evil),
             Err(PlanError::Json(_))
         ));
+    }
+
+    #[test]
+    fn store_settings_are_optional_and_name_env_vars_not_values() {
+        let without = r#"{"version":1,"items":[{"uri":"s3a://b/x.jar","dest":"/d"}]}"#;
+        let plan = FetchPlan::from_json(without).unwrap();
+        assert_eq!(plan.items[0].store, None);
+        assert!(!plan.to_json().contains("store"), "absent stays absent");
+        let mut with = plan.clone();
+        with.items[0].store = Some(StoreSettings {
+            options: BTreeMap::from([("aws_endpoint".into(), "http://minio:9000".into())]),
+            env: BTreeMap::from([("aws_secret_access_key".into(), "FERRY_S3_0_SECRET".into())]),
+        });
+        assert_eq!(FetchPlan::from_json(&with.to_json()).unwrap(), with);
+        let bad = with.to_json().replace("FERRY_S3_0_SECRET", "not a var");
+        assert!(matches!(
+            FetchPlan::from_json(&bad),
+            Err(PlanError::StoreEnv { .. })
+        ));
+        let unknown = with.to_json().replace("\"options\"", "\"secrets\"");
+        assert!(matches!(
+            FetchPlan::from_json(&unknown),
+            Err(PlanError::Json(_))
+        ));
+        assert!(is_env_name("_A1") && !is_env_name("1A") && !is_env_name(""));
     }
 }

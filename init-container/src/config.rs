@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use ferry_core::plan::{FetchPlan, PlanItem};
+use ferry_core::plan::{FetchPlan, PlanItem, StoreSettings};
 use ferry_core::{EntryPath, SourceUri};
 use ferry_io::RetryPolicy;
 use url::Url;
@@ -176,6 +176,9 @@ pub struct Item {
     pub dest: Option<PathBuf>,
     pub name: Option<EntryPath>,
     pub groups: BTreeMap<String, PathBuf>,
+    /// How to reach the item's object store, from the plan; `None`: the
+    /// store's standard environment.
+    pub store: Option<StoreSettings>,
 }
 
 impl From<PlanItem> for Item {
@@ -189,6 +192,7 @@ impl From<PlanItem> for Item {
                 .into_iter()
                 .map(|(group, dir)| (group, PathBuf::from(dir)))
                 .collect(),
+            store: item.store.filter(|s| !s.is_empty()),
         }
     }
 }
@@ -284,6 +288,7 @@ fn command_line_items(cli: &Cli, cwd: &Path) -> Result<Vec<Item>, ConfigError> {
             dest: into.clone(),
             name: None,
             groups: groups.clone(),
+            store: None,
         });
     }
     for (list, dir, flag, dir_flag) in [
@@ -309,6 +314,7 @@ fn command_line_items(cli: &Cli, cwd: &Path) -> Result<Vec<Item>, ConfigError> {
                 dest: dest.clone(),
                 name: None,
                 groups: groups.clone(),
+                store: None,
             });
         }
     }

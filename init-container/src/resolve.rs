@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ferry_core::api::{Entry, Manifest};
+use ferry_core::plan::StoreSettings;
 use ferry_core::uri::SourceKind;
 use ferry_core::{BundleRef, Digest, EntryPath, SourceUri};
 
@@ -98,7 +99,7 @@ impl Resolver<'_> {
                 Ok(())
             }
             _ => {
-                let source = self.source_for(&item.uri)?;
+                let source = self.source_for(&item.uri, item.store.as_ref())?;
                 let path = match &item.name {
                     Some(name) => name.clone(),
                     None => item
@@ -120,21 +121,31 @@ impl Resolver<'_> {
         }
     }
 
-    fn source_for(&self, uri: &SourceUri) -> Result<Arc<dyn Source>, FetchError> {
+    fn source_for(
+        &self,
+        uri: &SourceUri,
+        settings: Option<&StoreSettings>,
+    ) -> Result<Arc<dyn Source>, FetchError> {
         let ctx = self.ctx;
         let text = uri.as_str();
         Ok(match uri.kind() {
             SourceKind::Http(url) => Arc::new(HttpSource::new(ctx.http.clone(), url.clone())),
             SourceKind::S3 { bucket, key } => {
-                let store = ctx.stores.get(&StoreKey::S3 {
-                    bucket: bucket.clone(),
-                })?;
+                let store = ctx.stores.get(
+                    &StoreKey::S3 {
+                        bucket: bucket.clone(),
+                    },
+                    settings,
+                )?;
                 Arc::new(ObjectSource::new(store, key, text))
             }
             SourceKind::Gcs { bucket, key } => {
-                let store = ctx.stores.get(&StoreKey::Gcs {
-                    bucket: bucket.clone(),
-                })?;
+                let store = ctx.stores.get(
+                    &StoreKey::Gcs {
+                        bucket: bucket.clone(),
+                    },
+                    settings,
+                )?;
                 Arc::new(ObjectSource::new(store, key, text))
             }
             SourceKind::Azure {
@@ -142,16 +153,22 @@ impl Resolver<'_> {
                 container,
                 key,
             } => {
-                let store = ctx.stores.get(&StoreKey::Azure {
-                    account: account.clone(),
-                    container: container.clone(),
-                })?;
+                let store = ctx.stores.get(
+                    &StoreKey::Azure {
+                        account: account.clone(),
+                        container: container.clone(),
+                    },
+                    settings,
+                )?;
                 Arc::new(ObjectSource::new(store, key, text))
             }
             SourceKind::Hdfs { authority, path } => {
-                let store = ctx.stores.get(&StoreKey::Hdfs {
-                    authority: authority.clone(),
-                })?;
+                let store = ctx.stores.get(
+                    &StoreKey::Hdfs {
+                        authority: authority.clone(),
+                    },
+                    settings,
+                )?;
                 Arc::new(ObjectSource::new(store, path.trim_start_matches('/'), text))
             }
             SourceKind::WebHdfs {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::kube_mock::KubeMock;
-use crate::kubelet::Kubelet;
+use crate::kubelet::{Kubelet, StandInImage};
 use crate::podman::Podman;
 use crate::spark_image::SparkHome;
 use crate::{FerryServer, bin, wait_until};
@@ -80,6 +80,29 @@ impl Cluster {
     /// A path in the work folder.
     pub fn path(&self, name: &str) -> PathBuf {
         self.work.path().join(name)
+    }
+
+    /// Creates `pod` in the fake API's `namespace`; the stored object back.
+    pub fn store_pod(&self, namespace: &str, pod: &Pod) -> Pod {
+        let stored = self.kube.client().create(
+            namespace,
+            "pods",
+            &serde_json::to_value(pod).expect("pod serializes"),
+        );
+        serde_json::from_value(stored).expect("stored pod parses")
+    }
+
+    /// The kubelet, with the host's `ls` (as uid 185) playing the Spark
+    /// image: a pod's main container then only lists what landed.
+    pub fn lister_kubelet(&self) -> Kubelet {
+        let lister = StandInImage {
+            entrypoint: vec!["ls".into()],
+            user: Some("185:185".into()),
+            ..Default::default()
+        };
+        self.kubelet
+            .clone()
+            .with_image(crate::spark_image::IMAGE, lister)
     }
 
     /// `ferry --server ... --token-file ... submit SUBMIT -- SPARK_SUBMIT`

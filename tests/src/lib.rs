@@ -172,3 +172,25 @@ pub fn write_pseudo_random_file(path: &Path, seed: u64, len: u64) -> ferry_core:
     file.flush().expect("flush test file");
     hasher.finish()
 }
+
+/// Environment that points every cloud credential chain's metadata service
+/// at a closed loopback port, so a missing credential fails fast here
+/// instead of asking 169.254.169.254 (AWS IMDS, GCE metadata, Azure IMDS).
+pub fn metadata_on_loopback() -> Vec<(String, String)> {
+    [
+        ("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("GCE_METADATA_HOST", "127.0.0.1:9"),
+        ("GCE_METADATA_IP", "127.0.0.1:9"),
+        (
+            "AZURE_MSI_ENDPOINT",
+            "http://127.0.0.1:9/metadata/identity/oauth2/token",
+        ),
+        (
+            "IDENTITY_ENDPOINT",
+            "http://127.0.0.1:9/metadata/identity/oauth2/token",
+        ),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .to_vec()
+}

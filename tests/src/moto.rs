@@ -62,6 +62,22 @@ impl Moto {
         assert!(status.success(), "creating bucket {bucket} on moto failed");
     }
 
+    /// Uploads the file at `path` as `bucket/key` with boto3.
+    pub fn put_object(&self, bucket: &str, key: &str, path: &std::path::Path) {
+        let python = std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = format!(
+            "import boto3; boto3.client('s3', endpoint_url='{}', aws_access_key_id='{ACCESS_KEY}', \
+             aws_secret_access_key='{SECRET_KEY}', region_name='{REGION}').upload_file('{}', '{bucket}', '{key}')",
+            self.endpoint,
+            path.display()
+        );
+        let status = Command::new(python)
+            .args(["-c", &script])
+            .status()
+            .expect("run python3 to upload an object");
+        assert!(status.success(), "upload of {bucket}/{key} to moto failed");
+    }
+
     /// The standard AWS environment that points an S3 client at this server.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![

@@ -1053,6 +1053,10 @@ fn client_generated_template(server: &FerryServer, dir: &Path) -> Pod {
         .args([
             "--",
             "spark-submit",
+            "--master",
+            "k8s://https://127.0.0.1:6443",
+            "--deploy-mode",
+            "cluster",
             "--jars",
             "dep.jar",
             "local:///opt/app.jar",

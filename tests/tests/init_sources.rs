@@ -375,18 +375,7 @@ fn without_a_system_ca_store_plain_items_fetch_and_https_uses_bundled_roots() {
 }
 
 fn python_put_s3(moto: &Moto, bucket: &str, key: &str, path: &Path) {
-    let python = std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = format!(
-        "import boto3; boto3.client('s3', endpoint_url='{}', aws_access_key_id='testing', \
-         aws_secret_access_key='testing', region_name='us-east-1').upload_file('{}', '{bucket}', '{key}')",
-        moto.endpoint,
-        path.display()
-    );
-    let status = Command::new(python)
-        .args(["-c", &script])
-        .status()
-        .expect("python3");
-    assert!(status.success(), "upload to moto failed");
+    moto.put_object(bucket, key, path);
 }
 
 #[test]

@@ -26,7 +26,7 @@ use ferry_tests::api::{ApiClient, read_status, start_partial_put};
 use ferry_tests::cluster::Cluster;
 use ferry_tests::dockerfile::parse_dockerfile;
 use ferry_tests::kube_mock::KubeMock;
-use ferry_tests::kubelet::{Kubelet, PodOutcome, StandInImage, probe_passes};
+use ferry_tests::kubelet::{Kubelet, PodOutcome, probe_passes};
 use ferry_tests::podman::{Podman, ferry_image};
 use ferry_tests::relay::CountingRelay;
 use ferry_tests::spark_image::{self, SparkHome};
@@ -513,12 +513,7 @@ fn spark_cluster_mode_driver_pod_runs_with_ferry_init_from_the_image() {
         "/var/ferry/pyfiles/scoring.py".into(),
     ]);
     pod.metadata.name = Some("executor-from-template".into());
-    let stored =
-        cluster
-            .kube
-            .client()
-            .create(NAMESPACE, "pods", &serde_json::to_value(&pod).unwrap());
-    let pod: Pod = serde_json::from_value(stored).unwrap();
+    let pod = cluster.store_pod(NAMESPACE, &pod);
     let outcome = kubelet.run_pod(&pod, Duration::from_secs(60));
     assert_pod_ok(&outcome);
     let sums = &outcome.container("spark-kubernetes-executor").log;
@@ -922,6 +917,10 @@ fn template_pod(cluster: &Cluster, name: &str, submit: &[&str]) -> (Pod, Value) 
     let jar = deps.join("lib.jar").display().to_string();
     let spark_submit = [
         "spark-submit".to_owned(),
+        "--master".into(),
+        format!("k8s://{}", cluster.kube.url),
+        "--deploy-mode".into(),
+        "cluster".into(),
         "--jars".into(),
         jar,
         "local:///opt/app.jar".into(),
@@ -967,15 +966,7 @@ fn template_pod(cluster: &Cluster, name: &str, submit: &[&str]) -> (Pod, Value) 
 /// landed: the host's `ls` standing in for the Spark image.
 fn lister_cluster() -> Option<(Cluster, Kubelet)> {
     let cluster = Cluster::start(&["ferry-init"])?;
-    let lister = StandInImage {
-        entrypoint: vec!["ls".into()],
-        user: Some("185:185".into()),
-        ..Default::default()
-    };
-    let kubelet = cluster
-        .kubelet
-        .clone()
-        .with_image(spark_image::IMAGE, lister);
+    let kubelet = cluster.lister_kubelet();
     Some((cluster, kubelet))
 }
 

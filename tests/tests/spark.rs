@@ -8,8 +8,10 @@
 //! primary resource, which reads a staged `--files` entry at its pod path.
 //! (Spark does not copy `local://` files into `SparkFiles`, so jobs open
 //! them where ferry-init put them; the README says so.) Kubernetes is replaced by the local master: the
-//! dependency folder is pointed at a temp dir with `--deps-dir`, and the
-//! init container's work is done by running ferry-init by hand.
+//! dependency folder is pointed at a temp dir with `--deps-dir`, the
+//! init container's work is done by running ferry-init by hand, and the
+//! command ferry wrote for a `k8s://` cluster-mode submission (ferry runs
+//! any other master unchanged) is run with `--master local[1]` instead.
 //!
 //! Needs `FERRY_TEST_SPARK_SUBMIT` (pyspark's spark-submit, set by
 //! `target/emulators/env.sh`) and `java` on `PATH`.
@@ -88,7 +90,13 @@ fn spark_runs_the_rewritten_command_with_dependencies_ferry_init_fetched() {
         ])
         .arg("--")
         .arg(&spark_submit)
-        .args(["--master", "local[1]", "--name", "ferry-e2e"])
+        .args([
+            "--master",
+            "k8s://https://127.0.0.1:9",
+            "--deploy-mode",
+            "cluster",
+        ])
+        .args(["--name", "ferry-e2e"])
         .args(["--conf", "spark.ui.enabled=false"])
         .args(["--conf", "spark.driver.host=127.0.0.1"])
         .args(["--conf", "spark.driver.bindAddress=127.0.0.1"])
@@ -147,6 +155,15 @@ fn spark_runs_the_rewritten_command_with_dependencies_ferry_init_fetched() {
     // The staged copies are what Spark must use: the originals go away.
     std::fs::remove_dir_all(&deps).unwrap();
 
+    // The same command on the local master: ferry's k8s settings are unused.
+    let command: Vec<String> = command
+        .iter()
+        .map(|a| match a.as_str() {
+            "k8s://https://127.0.0.1:9" => "local[1]".to_owned(),
+            "cluster" => "client".to_owned(),
+            _ => a.clone(),
+        })
+        .collect();
     let log = work.path().join("spark.log");
     let mut child = Command::new(&command[0])
         .args(&command[1..])

@@ -12,6 +12,7 @@
 //! it reads the files the command names and does the I/O.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -21,8 +22,9 @@ use super::Output;
 use super::pods::PodFlags;
 use crate::api::ApiClient;
 use crate::k8s;
-use crate::spark::render::{Rendered, render};
-use crate::spark::submission::{PlanOptions, Role, SparkPlan};
+use crate::spark::mode::{Mode, mode};
+use crate::spark::render::{Rendered, redact_command, render, shell_quote};
+use crate::spark::submission::{PlanOptions, Role, SparkPlan, spark_conf};
 use crate::spark::{self, SparkSubmit};
 use crate::staging::{StageOutcome, stage};
 use crate::submission::SubmissionId;
@@ -59,6 +61,22 @@ pub struct SubmitArgs {
 pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::Result<u8> {
     let submit = SparkSubmit::parse(&args.spark_submit)?;
     let properties = read_properties(&submit)?;
+    if let Mode::Unchanged { notice } = mode(&spark_conf(&submit, &properties)) {
+        eprintln!("{notice}");
+        let command = submit.to_argv();
+        if args.dry_run {
+            let quoted: Vec<String> = redact_command(&command)
+                .iter()
+                .map(|a| shell_quote(a))
+                .collect();
+            println!(
+                "# spark-submit command (unchanged):\n# {}",
+                quoted.join(" ")
+            );
+            return Ok(0);
+        }
+        return run_spark(&command);
+    }
     let plan = SparkPlan::new(
         submit,
         properties,
@@ -70,6 +88,9 @@ pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::R
         SubmissionId::generate(),
         k8s::kubeconfig_namespace,
     )?;
+    for notice in &plan.notices {
+        eprintln!("{notice}");
+    }
     // Read before staging, so a wrong template path stages nothing.
     let bases = read_base_templates(&plan)?;
     let staged = stage(client, plan.submission.stage_request(args.pods.ttl, quiet)).await?;
@@ -93,14 +114,36 @@ pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::R
     .await
 }
 
+/// The `--properties-file`, or else (as spark-submit does) the
+/// `spark-defaults.conf` of `SPARK_CONF_DIR` or `SPARK_HOME/conf`, if any.
 fn read_properties(submit: &SparkSubmit) -> anyhow::Result<BTreeMap<String, String>> {
-    Ok(match submit.value("--properties-file") {
-        Some(path) => spark::properties::parse(
+    if let Some(path) = submit.value("--properties-file") {
+        return Ok(spark::properties::parse(
             &std::fs::read_to_string(path)
                 .with_context(|| format!("reading --properties-file {path}"))?,
-        ),
-        None => BTreeMap::new(),
-    })
+        ));
+    }
+    let Some(path) = spark_defaults(
+        std::env::var_os("SPARK_CONF_DIR"),
+        std::env::var_os("SPARK_HOME"),
+    ) else {
+        return Ok(BTreeMap::new());
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(spark::properties::parse(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Where spark-submit looks for its defaults.
+fn spark_defaults(conf_dir: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+    let dir = match (conf_dir, home) {
+        (Some(dir), _) if !dir.is_empty() => PathBuf::from(dir),
+        (_, Some(home)) if !home.is_empty() => PathBuf::from(home).join("conf"),
+        _ => return None,
+    };
+    Some(dir.join("spark-defaults.conf"))
 }
 
 /// The user's own templates (`spark.kubernetes.<role>.podTemplateFile`).
@@ -146,10 +189,14 @@ async fn launch(
             plan.template_dir.display()
         );
     }
-    let (program, args) = rendered
-        .command
+    run_spark(&rendered.command)
+}
+
+/// Runs spark-submit and returns its exit code.
+fn run_spark(command: &[String]) -> anyhow::Result<u8> {
+    let (program, args) = command
         .split_first()
-        .context("the rewritten command is empty")?;
+        .context("the spark-submit command is empty")?;
     let status = std::process::Command::new(program)
         .args(args)
         .status()
@@ -191,4 +238,23 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spark_defaults_come_from_the_conf_dir_then_spark_home() {
+        let some = |s: &str| Some(OsString::from(s));
+        assert_eq!(
+            spark_defaults(some("/etc/spark"), some("/opt/spark")),
+            Some(PathBuf::from("/etc/spark/spark-defaults.conf"))
+        );
+        assert_eq!(
+            spark_defaults(some(""), some("/opt/spark")),
+            Some(PathBuf::from("/opt/spark/conf/spark-defaults.conf"))
+        );
+        assert_eq!(spark_defaults(None, None), None);
+    }
 }

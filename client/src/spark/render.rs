@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::rewrite;
 use super::submission::{Role, SparkPlan};
+use crate::submission::remote::{self, Side};
 use crate::submission::render::{PodDelivery, PodOptions};
 
 /// One merged pod template and where it goes.
@@ -33,6 +34,8 @@ pub struct Rendered {
     pub templates: Vec<RenderedTemplate>,
     /// spark-submit with every dependency rewritten, program first.
     pub command: Vec<String>,
+    /// The Secret's data keys that carry store secrets (redacted by a dry run).
+    pub carried_keys: Vec<String>,
 }
 
 /// What a dry run prints with `--output json`.
@@ -60,7 +63,15 @@ pub fn render(
         .templates
         .iter()
         .map(|template| {
-            let pod = delivery.template(bases.get(&template.role).cloned(), &template.container);
+            let side = match template.role {
+                Role::Driver => Side::Driver,
+                Role::Executor => Side::Executor,
+            };
+            let pod = delivery.template_for(
+                bases.get(&template.role).cloned(),
+                &template.container,
+                side,
+            );
             Ok(RenderedTemplate {
                 path: template.path.clone(),
                 yaml: serde_yaml::to_string(&pod)?,
@@ -71,11 +82,20 @@ pub fn render(
     let deliveries = &plan.submission.deliveries;
     let replace = |dep: &crate::submission::Dependency| deliveries.rewrite(dep).map(str::to_owned);
     let command = rewrite(&plan.submit, &plan.properties, &replace, &confs(plan)).to_argv();
+    let carried_keys = delivery
+        .secret
+        .string_data
+        .iter()
+        .flatten()
+        .map(|(key, _)| key.clone())
+        .filter(|key| plan.submission.remote.is_carried_key(key))
+        .collect();
     Ok(Rendered {
         bundle: bundle.clone(),
         secret: delivery.secret,
         templates,
         command,
+        carried_keys,
     })
 }
 
@@ -146,28 +166,76 @@ impl Rendered {
         };
         serde_json::to_string_pretty(&DryRun {
             bundle: &self.bundle,
-            secret: &self.secret,
+            secret: &self.shown_secret(),
             driver_template: path_of(0),
             executor_template: path_of(1),
-            command: &self.command,
+            command: &self.shown_command(),
         })
     }
 
     /// `--dry-run`: the Secret, each template under its path, and the
     /// command as a shell line, as one YAML stream.
     pub fn dry_run_text(&self) -> Result<String, serde_yaml::Error> {
-        let mut text = serde_yaml::to_string(&self.secret)?;
+        let mut text = serde_yaml::to_string(&self.shown_secret())?;
         for template in &self.templates {
             text.push_str(&format!("---\n# {}\n", template.path.display()));
             text.push_str(&template.yaml);
         }
-        let quoted: Vec<String> = self.command.iter().map(|a| shell_quote(a)).collect();
+        let quoted: Vec<String> = self
+            .shown_command()
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect();
         text.push_str(&format!(
             "---\n# spark-submit command:\n# {}\n",
             quoted.join(" ")
         ));
         Ok(text)
     }
+}
+
+impl Rendered {
+    /// The Secret as a dry run shows it: carried store secrets redacted.
+    fn shown_secret(&self) -> Secret {
+        let mut secret = self.secret.clone();
+        for (key, value) in secret.string_data.iter_mut().flatten() {
+            if self.carried_keys.contains(key) {
+                *value = REDACTED.into();
+            }
+        }
+        secret
+    }
+
+    /// The command as a dry run shows it: secret settings redacted.
+    pub fn shown_command(&self) -> Vec<String> {
+        redact_command(&self.command)
+    }
+}
+
+/// What a dry run shows instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// `command` with the value of every secret `--conf key=value` (see
+/// [`remote::is_secret_setting`]) replaced.
+pub fn redact_command(command: &[String]) -> Vec<String> {
+    let redact = |setting: &str| match setting.split_once('=') {
+        Some((key, _)) if remote::is_secret_setting(key) => Some(format!("{key}={REDACTED}")),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(command.len());
+    let mut after_conf = false;
+    for arg in command {
+        let shown = if after_conf {
+            redact(arg)
+        } else if let Some(setting) = arg.strip_prefix("--conf=") {
+            redact(setting).map(|s| format!("--conf={s}"))
+        } else {
+            None
+        };
+        after_conf = arg == "--conf" || arg == "-c";
+        out.push(shown.unwrap_or_else(|| arg.clone()));
+    }
+    out
 }
 
 /// Quotes one argument for a POSIX shell.
@@ -238,6 +306,18 @@ mod tests {
             server: "http://ferry.ferry-system.svc:7070".into(),
             node_cache: None,
         }
+    }
+
+    /// `fixture` rendered with the default pod options and no user templates.
+    fn rendered(fixture: &Fixture) -> Rendered {
+        render(
+            &fixture.plan,
+            &bundle(),
+            "tok",
+            &options(),
+            &BTreeMap::new(),
+        )
+        .unwrap()
     }
 
     fn bundle() -> BundleId {
@@ -336,14 +416,7 @@ mod tests {
     #[test]
     fn dry_runs_print_the_same_facts_as_text_and_json() {
         let fixture = fixture(&[]);
-        let rendered = render(
-            &fixture.plan,
-            &bundle(),
-            "tok",
-            &options(),
-            &BTreeMap::new(),
-        )
-        .unwrap();
+        let rendered = rendered(&fixture);
         let json: serde_json::Value =
             serde_json::from_str(&rendered.dry_run_json().unwrap()).unwrap();
         assert_eq!(json["bundle"], bundle().as_str());
@@ -360,6 +433,67 @@ mod tests {
         assert!(documents[1].starts_with("# /t/driver-pod-template.yaml\n"));
         assert!(documents[1].ends_with(&rendered.templates[0].yaml));
         assert!(documents[3].contains("local:///var/ferry/files/a.conf#cfg"));
+    }
+
+    #[test]
+    fn with_an_upload_path_no_dependency_is_left_for_spark_to_upload() {
+        // Spark uploads each local path and file:// URI to the upload path;
+        // ferry rewrites every one to local://, which Spark never uploads.
+        let fixture = fixture(&["--conf", "spark.kubernetes.file.upload.path=s3a://b/up"]);
+        let rendered = rendered(&fixture);
+        let command = &rendered.command;
+        let mut uploaded = Vec::new();
+        for (i, arg) in command.iter().enumerate() {
+            if ["--jars", "--files", "--py-files", "--archives"].contains(&arg.as_str()) {
+                uploaded.extend(command[i + 1].split(',').map(str::to_owned));
+            }
+        }
+        uploaded.push(command[command.len() - 2].clone());
+        assert_eq!(uploaded.len(), 4, "{command:?}");
+        for dep in &uploaded {
+            assert!(
+                dep.starts_with("local://") || dep.starts_with("s3a://"),
+                "{dep} would be uploaded by Spark too"
+            );
+            assert!(!dep.starts_with('/') && !dep.starts_with("file:"), "{dep}");
+        }
+        assert!(command.contains(&"spark.kubernetes.file.upload.path=s3a://b/up".to_owned()));
+    }
+
+    #[test]
+    fn dry_runs_redact_carried_store_secrets() {
+        let fixture = fixture(&[
+            "--conf",
+            "spark.hadoop.fs.s3a.secret.key=very-secret",
+            "--conf=spark.hadoop.fs.s3a.access.key=AKIDX",
+            "--conf",
+            "spark.hadoop.fs.s3a.endpoint=http://minio:9000",
+        ]);
+        let rendered = rendered(&fixture);
+        let data = rendered.secret.string_data.as_ref().unwrap();
+        assert_eq!(data["spark.hadoop.fs.s3a.secret.key"], "very-secret");
+        let text = rendered.dry_run_text().unwrap();
+        let json = rendered.dry_run_json().unwrap();
+        for shown in [&text, &json] {
+            assert!(
+                !shown.contains("very-secret") && !shown.contains("AKIDX"),
+                "{shown}"
+            );
+            assert!(shown.contains("spark.hadoop.fs.s3a.endpoint=http://minio:9000"));
+        }
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            json["secret"]["stringData"]["token"], "tok",
+            "the bundle token stays"
+        );
+        assert_eq!(
+            json["secret"]["stringData"]["spark.hadoop.fs.s3a.secret.key"],
+            REDACTED
+        );
+        assert!(
+            text.contains("--conf=spark.hadoop.fs.s3a.access.key=<redacted>"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{SparkSubmit, dependencies};
+use crate::submission::remote::{self, RemoteAccess};
 use crate::submission::{Deliveries, DepsDir, Submission, SubmissionError, SubmissionId};
 
 /// Namespace when neither the flag, Spark nor the kubeconfig names one.
@@ -71,6 +72,8 @@ pub struct SparkPlan {
     pub template_dir: PathBuf,
     /// Driver, then executor.
     pub templates: Vec<TemplatePlan>,
+    /// One line per remote dependency left to Spark, and why.
+    pub notices: Vec<String>,
 }
 
 impl SparkPlan {
@@ -85,7 +88,10 @@ impl SparkPlan {
         context_namespace: impl FnOnce() -> Option<String>,
     ) -> Result<Self, SubmissionError> {
         let setting = |key: &str| setting(&submit, &properties, key).map(str::to_owned);
-        let deliveries = Deliveries::plan(&dependencies(&submit, &properties), &options.deps_dir)?;
+        let conf = spark_conf(&submit, &properties);
+        let (deps, notices) = remote::keep_carriable(&conf, dependencies(&submit, &properties));
+        let deliveries = Deliveries::plan(&deps, &options.deps_dir)?;
+        let access = RemoteAccess::new(&conf, deliveries.fetched().iter().map(|f| &f.uri));
         let namespace = options
             .namespace
             .clone()
@@ -110,13 +116,14 @@ impl SparkPlan {
                 path: template_dir.join(format!("{}-pod-template.yaml", role.as_str())),
             })
             .collect();
-        let submission = Submission::new(id, namespace, app_name, deliveries)?;
+        let submission = Submission::new(id, namespace, app_name, deliveries)?.with_remote(access);
         Ok(Self {
             submit,
             properties,
             submission,
             template_dir,
             templates,
+            notices,
         })
     }
 
@@ -124,6 +131,36 @@ impl SparkPlan {
     pub fn setting(&self, key: &str) -> Option<&str> {
         setting(&self.submit, &self.properties, key)
     }
+}
+
+/// Every Spark setting of the command: the properties file (or
+/// `spark-defaults.conf`), then each `--conf` (the last one wins), with
+/// `--master` and `--deploy-mode` as `spark.master` and
+/// `spark.submit.deployMode`.
+pub fn spark_conf(
+    submit: &SparkSubmit,
+    properties: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut conf = properties.clone();
+    for option in &submit.options {
+        if let super::SparkOption::Value { name, value, .. } = option {
+            match name.as_str() {
+                "--conf" | "-c" => {
+                    if let Some((key, value)) = value.split_once('=') {
+                        conf.insert(key.to_owned(), value.to_owned());
+                    }
+                }
+                "--master" => {
+                    conf.insert("spark.master".into(), value.clone());
+                }
+                "--deploy-mode" => {
+                    conf.insert("spark.submit.deployMode".into(), value.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+    conf
 }
 
 fn setting<'a>(

@@ -15,6 +15,7 @@
 
 pub mod deliveries;
 pub mod dependency;
+pub mod remote;
 pub mod render;
 
 use std::collections::BTreeMap;
@@ -172,6 +173,9 @@ pub struct Submission {
     pub deliveries: Deliveries,
     /// The pods that own the bundle: those labelled with this submission.
     pub owner_selector: Selector,
+    /// How ferry-init reaches the remote dependencies as Spark would have
+    /// (see [`remote`]); empty unless the front end says.
+    pub remote: remote::RemoteAccess,
 }
 
 impl Submission {
@@ -210,7 +214,14 @@ impl Submission {
             app_name,
             deliveries,
             owner_selector,
+            remote: remote::RemoteAccess::default(),
         })
+    }
+
+    /// The same submission, with ferry-init reaching its remote
+    /// dependencies through `remote`.
+    pub fn with_remote(self, remote: remote::RemoteAccess) -> Self {
+        Self { remote, ..self }
     }
 
     /// The labels every pod of the submission must carry to own the bundle.

@@ -7,6 +7,7 @@ use ferry_core::{BundleId, BundleRef};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 
 use super::Submission;
+use super::remote::{RemoteAccess, Side};
 use crate::k8s::{self, InitSpec};
 
 /// How the pods run ferry-init and reach the server.
@@ -25,6 +26,7 @@ pub struct PodOptions {
 pub struct PodDelivery {
     pub secret: Secret,
     pub init: InitSpec,
+    remote: RemoteAccess,
 }
 
 impl PodDelivery {
@@ -36,18 +38,30 @@ impl PodDelivery {
         options: &PodOptions,
     ) -> Self {
         let secret_name = format!("ferry-{}", bundle.as_str().to_ascii_lowercase());
-        let secret = k8s::secret(&secret_name, &submission.namespace, bundle.as_str(), token);
-        let plan = submission
+        let mut secret = k8s::secret(&secret_name, &submission.namespace, bundle.as_str(), token);
+        // Store keys given inline as settings travel in the same Secret.
+        if let Some(data) = secret.string_data.as_mut() {
+            for (key, value) in submission.remote.secret_data() {
+                data.insert(key.to_owned(), value.to_owned());
+            }
+        }
+        let mut plan = submission
             .deliveries
             .fetch_plan(&BundleRef::Id(bundle.clone()));
+        submission.remote.annotate(&mut plan);
         let init = init_spec(submission, options, Some(secret_name), plan);
-        Self { secret, init }
+        Self {
+            secret,
+            init,
+            remote: submission.remote.clone(),
+        }
     }
 
     /// The init container of a submission with nothing staged: ferry-init
     /// fetches the remote URIs, with no bundle, token or Secret.
     pub fn remote_only(submission: &Submission, options: &PodOptions) -> InitSpec {
-        let plan = submission.deliveries.remote_fetch_plan();
+        let mut plan = submission.deliveries.remote_fetch_plan();
+        submission.remote.annotate(&mut plan);
         init_spec(submission, options, None, plan)
     }
 
@@ -55,6 +69,16 @@ impl PodDelivery {
     /// dependency volume goes on the container named `container`.
     pub fn template(&self, base: Option<Pod>, container: &str) -> Pod {
         k8s::merge_template(base, &self.init, container)
+    }
+
+    /// [`Self::template`] for one side (driver or executor pods), with the
+    /// store references that side's ferry-init needs (see
+    /// [`super::remote`]).
+    pub fn template_for(&self, base: Option<Pod>, container: &str, side: Side) -> Pod {
+        let mut pod = self.template(base, container);
+        self.remote
+            .add_to_pod(&mut pod, side, self.init.secret_name.as_deref(), container);
+        pod
     }
 }
 

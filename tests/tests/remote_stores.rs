@@ -1,0 +1,205 @@
+//! `ferry submit` carries what Spark would use to reach remote
+//! dependencies into ferry-init, and nothing secret into any manifest.
+//!
+//! Against real servers on loopback: two moto S3 servers (two endpoints in
+//! one job), a ferry-server, kmock (a **fake** Kubernetes API server, see
+//! `ferry_tests::kube_mock`) and the kubelet stand-in running the driver
+//! pod's ferry-init from our image through podman. The pod's main container
+//! is the host's `ls` playing the Spark image (a stand-in, see
+//! `ferry_tests::kubelet`), listing what landed. Neither this test's
+//! environment nor the pod's has AWS credentials: ferry-init reaches each
+//! bucket with only what the pod spec carries, and every credential chain's
+//! metadata address points at a closed loopback port.
+
+use std::time::Duration;
+
+use ferry_tests::cluster::Cluster;
+use ferry_tests::moto::Moto;
+use ferry_tests::spark_image;
+use k8s_openapi::api::core::v1::{EnvVar, Pod};
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "spark";
+const SECRET_A: &str = "inline-secret-for-bucket-a-4f1c";
+const KEY_A: &str = "AKIDINLINEBUCKETA";
+const SECRET_B: &str = "referenced-secret-for-bucket-b-9e2d";
+
+/// A spark-submit that records its arguments and succeeds.
+fn recording_spark_submit(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let record = dir.join("spark-submit.args");
+    let script = dir.join("spark-submit");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > '{}'\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script.display().to_string(), record)
+}
+
+#[test]
+fn s3a_settings_and_secret_refs_reach_ferry_init_in_the_pod_and_no_secret_is_written() {
+    let (Some(a), Some(b)) = (Moto::start(), Moto::start()) else {
+        return;
+    };
+    let Some(cluster) = Cluster::start(&["ferry-init"]) else {
+        return;
+    };
+    a.create_bucket("jars-a");
+    b.create_bucket("jars-b");
+    let jar_a = cluster.path("a.jar");
+    let jar_b = cluster.path("b.jar");
+    std::fs::write(&jar_a, b"jar a from endpoint a").unwrap();
+    std::fs::write(&jar_b, b"jar b from endpoint b").unwrap();
+    a.put_object("jars-a", "lib/a.jar", &jar_a);
+    b.put_object("jars-b", "b.jar", &jar_b);
+    // Bucket b's keys live in the user's own Secret, as Spark users pass them.
+    cluster.kube.client().create(
+        NAMESPACE,
+        "secrets",
+        &json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "aws-b", "namespace": NAMESPACE},
+            "stringData": {"key": "AKIDREFERENCEDB", "secret": SECRET_B},
+        }),
+    );
+    std::fs::write(cluster.path("app.jar"), b"app").unwrap();
+    let (script, record) = recording_spark_submit(cluster.work.path());
+    let conf = |s: String| ["--conf".to_owned(), s];
+    let mut spark_submit = vec![
+        script,
+        "--master".into(),
+        format!("k8s://{}", cluster.kube.url),
+        "--deploy-mode".into(),
+        "cluster".into(),
+        "--jars".into(),
+        "s3a://jars-a/lib/a.jar,s3a://jars-b/b.jar,s3a://vault/c.jar".into(),
+    ];
+    for setting in [
+        format!("spark.hadoop.fs.s3a.bucket.jars-a.endpoint={}", a.endpoint),
+        format!("spark.hadoop.fs.s3a.bucket.jars-b.endpoint={}", b.endpoint),
+        "spark.hadoop.fs.s3a.path.style.access=true".into(),
+        format!("spark.hadoop.fs.s3a.bucket.jars-a.access.key={KEY_A}"),
+        format!("spark.hadoop.fs.s3a.bucket.jars-a.secret.key={SECRET_A}"),
+        "spark.kubernetes.driver.secretKeyRef.AWS_ACCESS_KEY_ID=aws-b:key".into(),
+        "spark.kubernetes.driver.secretKeyRef.AWS_SECRET_ACCESS_KEY=aws-b:secret".into(),
+        "spark.hadoop.fs.s3a.bucket.vault.aws.credentials.provider=org.apache.hadoop.fs.s3a.auth.AssumedRoleCredentialProvider".into(),
+    ] {
+        spark_submit.extend(conf(setting));
+    }
+    spark_submit.push("app.jar".into());
+    let templates = cluster.path("templates");
+    let templates_arg = templates.display().to_string();
+    let submit = |extra: &[&str]| {
+        let mut options = vec![
+            "--namespace",
+            NAMESPACE,
+            "--pod-server",
+            &cluster.server.url,
+            "--template-dir",
+            &templates_arg,
+        ];
+        options.extend_from_slice(extra);
+        cluster
+            .ferry_submit(&options, &spark_submit, None)
+            .output()
+            .unwrap()
+    };
+
+    // The dry run shows the carried key redacted, in the Secret and the command.
+    let dry = submit(&["--dry-run", "--output", "json"]);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let dry_out = String::from_utf8_lossy(&dry.stdout).into_owned();
+    let dry_json: Value = serde_json::from_str(&dry_out).unwrap();
+    assert_eq!(
+        dry_json["secret"]["stringData"]["spark.hadoop.fs.s3a.bucket.jars-a.secret.key"],
+        "<redacted>"
+    );
+
+    let run = submit(&[]);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "ferry submit: {stderr}");
+    let notices: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("ferry: leaving "))
+        .collect();
+    assert_eq!(notices.len(), 1, "{stderr}");
+    assert!(
+        notices[0].starts_with("ferry: leaving s3a://vault/c.jar to Spark: ")
+            && notices[0].contains("AssumedRoleCredentialProvider"),
+        "{stderr}"
+    );
+    let command = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        command.contains(
+            "local:///var/ferry/jars/a.jar,local:///var/ferry/jars/b.jar,s3a://vault/c.jar"
+        ),
+        "the uncarriable jar stays Spark's: {command}"
+    );
+
+    let driver_yaml = std::fs::read_to_string(templates.join("driver-pod-template.yaml")).unwrap();
+    let executor_yaml =
+        std::fs::read_to_string(templates.join("executor-pod-template.yaml")).unwrap();
+    for (what, text) in [
+        ("the dry run", dry_out.as_str()),
+        ("the dry run's log", &String::from_utf8_lossy(&dry.stderr)),
+        ("ferry's log", stderr.as_str()),
+        ("the driver template", driver_yaml.as_str()),
+        ("the executor template", executor_yaml.as_str()),
+    ] {
+        for secret in [SECRET_A, SECRET_B, KEY_A] {
+            assert!(!text.contains(secret), "{what} shows {secret}:\n{text}");
+        }
+    }
+
+    // The driver pod as Spark would make it from the template.
+    let mut pod: Pod = serde_yaml::from_str(&driver_yaml).unwrap();
+    pod.metadata.name = Some("driver".into());
+    let spec = pod.spec.as_mut().unwrap();
+    let main = &mut spec.containers[0];
+    main.image = Some(spark_image::IMAGE.into());
+    main.command = Some(vec!["ls".into(), "/var/ferry/jars".into()]);
+    let init = spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .find(|c| c.name == "ferry-init")
+        .unwrap();
+    // Not a credential: every metadata service on a closed loopback port.
+    let env = init.env.get_or_insert_with(Vec::new);
+    env.extend(
+        ferry_tests::metadata_on_loopback()
+            .into_iter()
+            .map(|(name, value)| EnvVar {
+                name,
+                value: Some(value),
+                ..Default::default()
+            }),
+    );
+    let pod = cluster.store_pod(NAMESPACE, &pod);
+    let kubelet = cluster.lister_kubelet();
+    let outcome = kubelet.run_pod(&pod, Duration::from_secs(120));
+    assert!(outcome.succeeded(), "{}", outcome.describe());
+    let listed = &outcome.containers[0].log;
+    let names: Vec<&str> = listed.split_whitespace().collect();
+    assert!(
+        names.contains(&"a.jar") && names.contains(&"b.jar") && !names.contains(&"c.jar"),
+        "{}",
+        outcome.describe()
+    );
+    let log = outcome.describe();
+    for secret in [SECRET_A, SECRET_B, KEY_A] {
+        assert!(
+            !log.contains(secret),
+            "the pod's logs show {secret}:\n{log}"
+        );
+    }
+}
