@@ -3,7 +3,8 @@
 //! the `ferry-init` init container.
 //!
 //! The subcommands (`command/`) are thin edges over libraries:
-//! [`staging`] (hash, upload, create a bundle), [`submission`] (what a
+//! [`staging`] (hash, upload, create a bundle), [`packages`] (Maven
+//! packages resolved with Spark's Ivy, locked), [`submission`] (what a
 //! Spark submission stages, fetches, rewrites and who owns it, whatever
 //! its front end), [`spark`] (the spark-submit front end) and [`k8s`] (the
 //! Secret and pod templates).
@@ -14,6 +15,7 @@ pub mod config;
 pub mod files;
 pub mod hash;
 pub mod k8s;
+pub mod packages;
 pub mod progress;
 pub mod spark;
 pub mod staging;

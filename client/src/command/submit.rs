@@ -21,6 +21,9 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use super::Output;
 use crate::api::ApiClient;
 use crate::k8s;
+use crate::packages::cache::JarCache;
+use crate::packages::ivy::IvyEnvironment;
+use crate::packages::{self, Provenance, ResolveOptions};
 use crate::spark::render::{Rendered, render};
 use crate::spark::submission::{PlanOptions, Role, SparkPlan};
 use crate::spark::{self, SparkSubmit};
@@ -64,6 +67,24 @@ pub struct SubmitArgs {
     /// Bundle lifetime if its pods are never seen (default: the server's).
     #[arg(long, env = "FERRY_TTL")]
     pub ttl: Option<Ttl>,
+    /// Lock file for --packages (e.g. ferry.lock): written after each
+    /// resolution; while it matches the requested packages, their jars are
+    /// staged from it without resolving.
+    #[arg(long, env = "FERRY_LOCK", help_heading = "Packages")]
+    pub lock: Option<PathBuf>,
+    /// Fail unless the --lock file exists and matches the requested
+    /// packages (CI: never resolve anything new).
+    #[arg(
+        long,
+        env = "FERRY_LOCKED",
+        requires = "lock",
+        help_heading = "Packages"
+    )]
+    pub locked: bool,
+    /// ferry's jar cache, where resolved jars are kept by digest (default:
+    /// $XDG_CACHE_HOME/ferry/jars, else ~/.cache/ferry/jars).
+    #[arg(long, env = "FERRY_JAR_CACHE", help_heading = "Packages")]
+    pub jar_cache: Option<PathBuf>,
     /// With --dry-run: print text (YAML and the command) or one JSON object.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -75,6 +96,7 @@ pub struct SubmitArgs {
 pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::Result<u8> {
     let submit = SparkSubmit::parse(&args.spark_submit)?;
     let properties = read_properties(&submit)?;
+    let submit = resolve_packages(submit, &properties, &args, quiet).await?;
     let plan = SparkPlan::new(
         submit,
         properties,
@@ -124,6 +146,50 @@ fn read_properties(submit: &SparkSubmit) -> anyhow::Result<BTreeMap<String, Stri
         ),
         None => BTreeMap::new(),
     })
+}
+
+/// Resolves `--packages` (or stages them from the lock) and returns the
+/// command with the resolved jars in its jar list and no package options.
+async fn resolve_packages(
+    submit: SparkSubmit,
+    properties: &BTreeMap<String, String>,
+    args: &SubmitArgs,
+    quiet: bool,
+) -> anyhow::Result<SparkSubmit> {
+    let request = spark::packages::request(&submit, properties)?;
+    if request.is_empty() {
+        return Ok(submit);
+    }
+    let cache = args
+        .jar_cache
+        .clone()
+        .or_else(JarCache::default_dir)
+        .context("no home folder for ferry's jar cache: pass --jar-cache DIR")?;
+    let options = ResolveOptions {
+        lock: args.lock.clone(),
+        locked: args.locked,
+        cache: JarCache::new(cache),
+        environment: IvyEnvironment::from_env(&submit.program),
+    };
+    let asked = request.packages.len();
+    let resolution = tokio::task::spawn_blocking(move || packages::resolve(&request, &options))
+        .await
+        .context("the package resolution thread failed")??;
+    if !quiet {
+        let how = match resolution.provenance {
+            Provenance::Locked { fetched: 0 } => "from the lock".to_owned(),
+            Provenance::Locked { fetched } => format!("from the lock ({fetched} fetched again)"),
+            Provenance::Resolved | Provenance::Nothing => "resolved with Spark's Ivy".to_owned(),
+        };
+        eprintln!(
+            "ferry: {asked} packages: {} jars {how}",
+            resolution.jars.len()
+        );
+    }
+    let jars: Vec<PathBuf> = resolution.jars.iter().map(|j| j.path.clone()).collect();
+    Ok(spark::packages::replace_packages(
+        &submit, properties, &jars,
+    ))
 }
 
 /// The user's own templates (`spark.kubernetes.<role>.podTemplateFile`).

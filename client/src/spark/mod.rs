@@ -7,6 +7,7 @@
 //! into the templates and the command to run. Pure functions only:
 //! everything here is tested without running Spark.
 
+pub mod packages;
 pub mod properties;
 pub mod render;
 pub mod submission;
