@@ -247,10 +247,7 @@ impl Fixture {
         let work = tempfile::tempdir().unwrap();
         let root = work.path().join("repos");
         build_repositories(&root, work.path());
-        let nginx = match Nginx::start(&root) {
-            Some(nginx) => nginx,
-            None => return None,
-        };
+        let nginx = Nginx::start(&root)?;
         let server = FerryServer::start();
         let token = work.path().join("upload-token");
         std::fs::write(&token, &server.token).unwrap();

@@ -244,24 +244,29 @@ pub enum PackagesError {
         path.display()
     )]
     Mismatch { path: PathBuf, diff: String },
-    #[error(
-        "{coordinate} ({file}) from {url} has {actual}, but {} locked {expected}: the repository changed a published artifact; if that is intended, delete the lock (or run without --locked) to resolve again",
-        lock.display()
-    )]
-    DigestMismatch {
-        coordinate: String,
-        file: String,
-        url: String,
-        lock: PathBuf,
-        expected: Digest,
-        actual: Digest,
-    },
+    #[error(transparent)]
+    DigestMismatch(Box<DigestMismatch>),
     #[error("jar cache {}", path.display())]
     Cache {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A fetched jar whose bytes are not the locked ones.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{coordinate} ({file}) from {url} has {actual}, but {} locked {expected}: the repository changed a published artifact; if that is intended, delete the lock (or run without --locked) to resolve again",
+    lock.display()
+)]
+pub struct DigestMismatch {
+    pub coordinate: String,
+    pub file: String,
+    pub url: String,
+    pub lock: PathBuf,
+    pub expected: Digest,
+    pub actual: Digest,
 }
 
 /// Resolves `request` into local jars: from the lock when it matches, else
@@ -351,14 +356,14 @@ fn from_lock(
             let (digest, _, path) = options.cache.insert(&found.path, &artifact.file)?;
             if digest != artifact.digest {
                 options.cache.remove(&digest, &artifact.file);
-                return Err(PackagesError::DigestMismatch {
+                return Err(PackagesError::DigestMismatch(Box::new(DigestMismatch {
                     coordinate: artifact.coordinate_text(),
                     file: artifact.file.to_string(),
                     url: found.url.clone(),
                     lock: lock_path.to_owned(),
                     expected: artifact.digest,
                     actual: digest,
-                });
+                })));
             }
             paths[index] = Some(path);
         }
