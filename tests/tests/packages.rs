@@ -20,14 +20,14 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use ferry_core::Digest;
 use ferry_tests::api::ApiClient;
 use ferry_tests::nginx::Nginx;
 use ferry_tests::spark_image::SparkHome;
-use ferry_tests::{FerryServer, bin, free_port, require_tool};
+use ferry_tests::{Child, FerryServer, bin, free_port, require_tool};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
@@ -379,9 +379,9 @@ fn run_init(fixture: &Fixture, dry: &Value) {
 }
 
 fn run_spark(fixture: &Fixture, command: &[String]) -> String {
-    let log = fixture.path("spark.log");
     std::fs::create_dir_all(fixture.path("spark-home")).unwrap();
-    let mut child = Command::new(&command[0])
+    let mut spark = Command::new(&command[0]);
+    spark
         .args(&command[1..])
         .current_dir(fixture.work.path())
         .env("HOME", fixture.path("spark-home"))
@@ -390,29 +390,14 @@ fn run_spark(fixture: &Fixture, command: &[String]) -> String {
         .env("SPARK_LOCAL_IP", "127.0.0.1")
         .env("SPARK_LOCAL_DIRS", fixture.path("spark-local"))
         .env("PYSPARK_PYTHON", &fixture.python)
-        .env("PYSPARK_DRIVER_PYTHON", &fixture.python)
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-        ))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "spark-submit still running after 240 s:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let spark_log = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(status.success(), "spark-submit {command:?}:\n{spark_log}");
+        .env("PYSPARK_DRIVER_PYTHON", &fixture.python);
+    let mut child = Child::spawn("spark-submit", spark, fixture.path("spark.log"));
+    let status = child.wait_timeout(Duration::from_secs(240));
+    let spark_log = child.log_text();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "spark-submit {command:?} ({status:?}, killed after 240 s if None):\n{spark_log}"
+    );
     std::fs::read_to_string(fixture.path("result.txt"))
         .unwrap_or_else(|e| panic!("no result ({e}):\n{spark_log}"))
 }
@@ -596,47 +581,26 @@ fn resolution_errors_name_what_to_fix_and_stage_nothing() {
     // No Ivy in SPARK_HOME, no Java: said so, with the fix.
     let empty = fixture.path("not-spark");
     std::fs::create_dir_all(empty.join("jars")).unwrap();
-    let mut command = Command::new(bin("ferry"));
-    let no_ivy = command
-        .args(["--server", &fixture.server.url, "--token-file"])
-        .arg(&fixture.token)
-        .args([
-            "submit",
-            "--dry-run",
-            "--",
-            "spark-submit",
-            "--packages",
-            "com.ex:deep:1.0",
-            "app.py",
-        ])
-        .env("HOME", fixture.path("home"))
-        .env("DEFAULT_ARTIFACT_REPOSITORY", fixture.nginx.at("/a/"))
-        .env("SPARK_HOME", &empty)
-        .output()
-        .unwrap();
+    let without = |spark_home: &Path, java_home: &Path| {
+        Command::new(bin("ferry"))
+            .args(["--server", &fixture.server.url, "--token-file"])
+            .arg(&fixture.token)
+            .args(["submit", "--dry-run", "--", "spark-submit"])
+            .args(["--packages", "com.ex:deep:1.0", "app.py"])
+            .env("HOME", fixture.path("home"))
+            .env("DEFAULT_ARTIFACT_REPOSITORY", fixture.nginx.at("/a/"))
+            .env("SPARK_HOME", spark_home)
+            .env("JAVA_HOME", java_home)
+            .output()
+            .unwrap()
+    };
+    let no_ivy = without(&empty, &fixture.spark.java_home);
     let text = stderr(&no_ivy);
     assert!(
         text.contains("holds no ivy-*.jar") && text.contains("set SPARK_HOME"),
         "{text}"
     );
-    let no_java = Command::new(bin("ferry"))
-        .args(["--server", &fixture.server.url, "--token-file"])
-        .arg(&fixture.token)
-        .args([
-            "submit",
-            "--dry-run",
-            "--",
-            "spark-submit",
-            "--packages",
-            "com.ex:deep:1.0",
-            "app.py",
-        ])
-        .env("HOME", fixture.path("home"))
-        .env("DEFAULT_ARTIFACT_REPOSITORY", fixture.nginx.at("/a/"))
-        .env("SPARK_HOME", &fixture.spark.spark_home)
-        .env("JAVA_HOME", fixture.path("no-java"))
-        .output()
-        .unwrap();
+    let no_java = without(&fixture.spark.spark_home, &fixture.path("no-java"));
     let text = stderr(&no_java);
     assert!(
         text.contains("could not be started: install a Java runtime or set JAVA_HOME"),
