@@ -14,9 +14,12 @@
 //! temporary folder (no `~/.m2` or Ivy cache of the machine is used), so
 //! nothing leaves 127.0.0.1.
 //!
-//! Kubernetes is replaced as in `spark.rs`: the init container's work is
-//! done by running ferry-init with the template's arguments, then
-//! `spark-submit --master local[1]` runs the rewritten command.
+//! The first tests replace Kubernetes as `spark.rs` does: the init
+//! container's work is done by running ferry-init with the template's
+//! arguments, then `spark-submit --master local[1]` runs the rewritten
+//! command. The last one submits in cluster mode to kmock (a fake API
+//! server) and runs the driver pod with the kubelet stand-in and our
+//! ferry-init image (`FERRY_TEST_CONTAINERS`, built by `tests/run.sh`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -25,8 +28,9 @@ use std::time::Duration;
 
 use ferry_core::Digest;
 use ferry_tests::api::ApiClient;
+use ferry_tests::cluster::Cluster;
 use ferry_tests::nginx::Nginx;
-use ferry_tests::spark_image::SparkHome;
+use ferry_tests::spark_image::{self, SparkHome};
 use ferry_tests::{Child, FerryServer, bin, free_port, require_tool};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
@@ -607,4 +611,93 @@ fn resolution_errors_name_what_to_fix_and_stage_nothing() {
         "{text}"
     );
     assert_eq!(fixture.bundles(), 0, "nothing staged");
+}
+
+/// The driver pod's job in cluster mode: prints what the packages' code says.
+const POD_JOB: &str = r#"
+from pyspark.sql import SparkSession
+
+spark = SparkSession.builder.getOrCreate()
+jvm = spark.sparkContext._jvm
+print("ANSWER: %d %s" % (jvm.com.ex.deep.Deep.answer(), jvm.com.ex.natives.Natives.platform()), flush=True)
+spark.stop()
+"#;
+
+/// Kubernetes mode: `ferry submit --deploy-mode cluster --packages` against
+/// kmock (a FAKE Kubernetes API server, see `tests/src/kube_mock.rs`); the
+/// driver pod Spark creates is run by the kubelet stand-in with ferry-init
+/// from our image, and its spark-submit (no `--packages` left, nothing to
+/// resolve) runs code from the transitive dependency and the classifier jar.
+#[test]
+fn packages_reach_a_cluster_mode_driver_pod_without_ivy_in_the_pod() {
+    const NAMESPACE: &str = "spark";
+    let Some(cluster) = Cluster::start(&["ferry-init"]) else {
+        return;
+    };
+    let Some(spark) = SparkHome::find() else {
+        return;
+    };
+    if require_tool("javac", "FERRY_TEST_JAVAC", &["javac"]).is_none() {
+        return;
+    }
+    let root = cluster.path("repos");
+    build_repositories(&root, cluster.work.path());
+    let Some(nginx) = Nginx::start(&root) else {
+        return;
+    };
+    let job = cluster.path("job.py");
+    std::fs::write(&job, POD_JOB).unwrap();
+    let stand_in = spark_image::stand_in(&spark, cluster.work.path(), "--master local[1]");
+    let kubelet = cluster
+        .kubelet
+        .clone()
+        .with_image(spark_image::IMAGE, stand_in);
+    let mut args = spark.cluster_mode_args(&cluster.kube, NAMESPACE, "ferry-packages");
+    args.extend([
+        "--packages".into(),
+        "com.ex:app-lib:1.0".into(),
+        "--repositories".into(),
+        nginx.at("/b/"),
+        job.display().to_string(),
+    ]);
+    let options = [
+        "--namespace",
+        NAMESPACE,
+        "--pod-server",
+        &cluster.server.url,
+    ];
+    let mut command = cluster.ferry_submit(&options, &args, Some(&spark));
+    command
+        .env("DEFAULT_ARTIFACT_REPOSITORY", nginx.at("/a/"))
+        .env("XDG_CACHE_HOME", cluster.path("cache"));
+    let mut submit = Child::spawn("ferry submit", command, cluster.path("submit.log"));
+    let driver = cluster
+        .wait_for_pods(NAMESPACE, "spark-role=driver", 1, Duration::from_secs(180))
+        .remove(0);
+    let text = serde_json::to_string(&driver).unwrap();
+    assert!(!text.contains("spark.jars.packages=com"), "{text}");
+    let outcome = kubelet.run_pod(&driver, Duration::from_secs(240));
+    let log = &outcome.container("spark-kubernetes-driver").log;
+    assert!(
+        log.contains("ANSWER: 42 linux"),
+        "{}\ndriver log:\n{log}",
+        outcome.describe()
+    );
+    assert!(outcome.succeeded(), "{}", outcome.describe());
+    assert!(
+        !log.contains(":: resolving dependencies ::"),
+        "the pod ran Ivy:\n{log}"
+    );
+    assert_eq!(
+        outcome.init("ferry-init").exit_code,
+        Some(0),
+        "ferry-init: {}",
+        outcome.init("ferry-init").log
+    );
+    let status = submit.wait_timeout(Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "ferry submit: {}",
+        submit.log_text()
+    );
 }
