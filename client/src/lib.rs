@@ -6,8 +6,9 @@
 //! [`staging`] (hash, upload, create a bundle), [`packages`] (Maven
 //! packages resolved with Spark's Ivy, locked), [`submission`] (what a
 //! Spark submission stages, fetches, rewrites and who owns it, whatever
-//! its front end), [`spark`] (the spark-submit front end) and [`k8s`] (the
-//! Secret and pod templates).
+//! its front end), [`spark`] (the spark-submit front end), [`operator`]
+//! (the SparkApplication front end) and [`k8s`] (the Secret and pod
+//! templates).
 
 pub mod api;
 pub mod command;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod files;
 pub mod hash;
 pub mod k8s;
+pub mod operator;
 pub mod packages;
 pub mod progress;
 pub mod spark;
@@ -99,6 +101,10 @@ pub enum Command {
     /// Stage a spark-submit's local dependencies and run it with them
     /// delivered by ferry-init: ferry submit -- spark-submit ARGS...
     Submit(command::submit::SubmitArgs),
+    /// Stage the local dependencies of Kubeflow spark-operator
+    /// SparkApplications and apply them with ferry-init added:
+    /// ferry apply -f app.yaml
+    Apply(command::apply::ApplyArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -119,5 +125,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             .map(|()| 0),
         Command::Bundles(command) => command::bundles::run(&client, command).await.map(|()| 0),
         Command::Submit(args) => command::submit::run(&client, args, cli.quiet).await,
+        Command::Apply(args) => command::apply::run(&client, args, cli.quiet)
+            .await
+            .map(|()| 0),
     }
 }

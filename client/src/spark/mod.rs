@@ -295,7 +295,8 @@ fn rewrite_list(kind: Kind, list: &str, replace: &dyn Fn(&Dependency) -> Option<
         .join(",")
 }
 
-fn with_alias(location: String, dep: &Dependency) -> String {
+/// `location`, with `dep`'s `#alias` if it had one.
+pub(crate) fn with_alias(location: String, dep: &Dependency) -> String {
     match &dep.alias {
         Some(alias) => format!("{location}#{alias}"),
         None => location,

@@ -124,14 +124,24 @@ impl Deliveries {
             .map(|kind| (kind.group().to_owned(), self.deps_dir.group_dir(*kind)))
             .collect();
         let mut items = vec![PlanItem::bundle(bundle, self.deps_dir.other_dir(), groups)];
-        items.extend(self.fetched.iter().map(|fetch| {
+        items.extend(self.remote_items());
+        FetchPlan::new(items)
+    }
+
+    /// What ferry-init fetches when nothing was staged (a front end that
+    /// allows that, e.g. `ferry apply`): every remote URI, no bundle.
+    pub fn remote_fetch_plan(&self) -> FetchPlan {
+        FetchPlan::new(self.remote_items().collect())
+    }
+
+    fn remote_items(&self) -> impl Iterator<Item = PlanItem> + '_ {
+        self.fetched.iter().map(|fetch| {
             PlanItem::file(
                 fetch.uri.clone(),
                 self.deps_dir.group_dir(fetch.kind),
                 fetch.name.clone(),
             )
-        }));
-        FetchPlan::new(items)
+        })
     }
 }
 
