@@ -5,7 +5,8 @@
 //! The subcommands (`command/`) are thin edges over libraries:
 //! [`staging`] (digests from the [`digest_cache`] or one read, uploads
 //! small files whole and large ones through [`session_upload`], creates a
-//! bundle), [`submission`] (what a
+//! bundle), [`packages`] (Maven packages resolved with Spark's Ivy,
+//! locked), [`submission`] (what a
 //! Spark submission stages, fetches, rewrites and who owns it, whatever
 //! its front end), [`spark`] (the spark-submit front end), [`operator`]
 //! (the SparkApplication front end) and [`k8s`] (the Secret and pod
@@ -19,6 +20,7 @@ pub mod files;
 pub mod hash;
 pub mod k8s;
 pub mod operator;
+pub mod packages;
 pub mod progress;
 pub mod session_upload;
 pub mod spark;

@@ -6,6 +6,7 @@ use crate::report::Row;
 
 pub mod fetch;
 pub mod load;
+pub mod packages;
 pub mod server_io;
 pub mod stage;
 
@@ -69,6 +70,11 @@ pub fn all() -> Vec<Scenario> {
             id: "stage-many",
             title: "ferry stage of many small files: time per file vs 100 files",
             run: stage::many_small,
+        },
+        Scenario {
+            id: "packages",
+            title: "ferry submit --packages with 20 packages: locked vs resolved with Spark's Ivy",
+            run: packages::run,
         },
     ]
 }

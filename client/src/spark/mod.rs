@@ -8,6 +8,7 @@
 //! everything here is tested without running Spark.
 
 pub mod mode;
+pub mod packages;
 pub mod properties;
 pub mod render;
 pub mod submission;
