@@ -34,7 +34,7 @@ pub struct Cli {
     #[arg(long, env = "FERRY_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
-    /// JSON fetch plan file (schema version 1: {"version":1,"items":[{"uri","dest","name"?,"groups"?}]}).
+    /// JSON fetch plan file (schema version 1: {"version":1,"items":[{"uri","dest","name"?,"groups"?,"unpack"?}]}).
     #[arg(long, env = "FERRY_PLAN", value_name = "FILE")]
     pub plan: Option<PathBuf>,
 
@@ -176,6 +176,8 @@ pub struct Item {
     pub dest: Option<PathBuf>,
     pub name: Option<EntryPath>,
     pub groups: BTreeMap<String, PathBuf>,
+    /// Unpack the archive into the directory `dest/name`.
+    pub unpack: bool,
 }
 
 impl From<PlanItem> for Item {
@@ -189,6 +191,7 @@ impl From<PlanItem> for Item {
                 .into_iter()
                 .map(|(group, dir)| (group, PathBuf::from(dir)))
                 .collect(),
+            unpack: item.unpack,
         }
     }
 }
@@ -284,6 +287,7 @@ fn command_line_items(cli: &Cli, cwd: &Path) -> Result<Vec<Item>, ConfigError> {
             dest: into.clone(),
             name: None,
             groups: groups.clone(),
+            unpack: false,
         });
     }
     for (list, dir, flag, dir_flag) in [
@@ -309,6 +313,7 @@ fn command_line_items(cli: &Cli, cwd: &Path) -> Result<Vec<Item>, ConfigError> {
                 dest: dest.clone(),
                 name: None,
                 groups: groups.clone(),
+                unpack: false,
             });
         }
     }

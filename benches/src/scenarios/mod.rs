@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod load;
 pub mod server_io;
 pub mod stage;
+pub mod unpack;
 
 /// One selectable scenario.
 pub struct Scenario {
@@ -69,6 +70,11 @@ pub fn all() -> Vec<Scenario> {
             id: "stage-many",
             title: "ferry stage of many small files: time per file vs 100 files",
             run: stage::many_small,
+        },
+        Scenario {
+            id: "unpack",
+            title: "ferry-init unpacks a ~300 MiB environment archive vs tar xzf",
+            run: unpack::run,
         },
     ]
 }

@@ -45,6 +45,11 @@ impl PodDelivery {
             node_cache: options.node_cache.clone(),
             deps_dir: deliveries.deps_dir().to_string(),
             plan: deliveries.fetch_plan(&BundleRef::Id(bundle.clone())),
+            archive_dirs: deliveries
+                .archives()
+                .iter()
+                .map(|archive| archive.alias.to_string())
+                .collect(),
         };
         Self { secret, init }
     }
