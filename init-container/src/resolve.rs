@@ -144,11 +144,15 @@ impl Resolver<'_> {
                         .map_err(|e| FetchError::Invalid(e.to_string()))?,
                 };
                 let dest = required_dest(item)?;
-                let file_name = item
-                    .uri
-                    .file_name()
-                    .map_err(|e| FetchError::Invalid(e.to_string()))?;
-                let unpack = unpack_kind(item, file_name.as_str());
+                let unpack = if item.unpack {
+                    let file_name = item
+                        .uri
+                        .file_name()
+                        .map_err(|e| FetchError::Invalid(e.to_string()))?;
+                    unpack_kind(item, file_name.as_str())
+                } else {
+                    None
+                };
                 self.push_fetch(
                     item.uri.as_str().to_owned(),
                     source,

@@ -97,13 +97,13 @@ fn evil_archives_are_refused_naming_the_entry_and_write_nothing_outside() {
         ),
         (
             "through-link.tar",
-            serde_json::json!([["lib", "sym", o, 511], ["lib/x", "file", "pwned", 420]]),
+            serde_json::json!([["lib", "sym", &o, 511], ["lib/x", "file", "pwned", 420]]),
             "entry \"lib/x\" refused",
         ),
         (
             "chain.tar",
             serde_json::json!([
-                ["a", "sym", o, 511],
+                ["a", "sym", &o, 511],
                 ["b", "sym", "a", 511],
                 ["b/x", "file", "p", 420]
             ]),

@@ -45,7 +45,7 @@ fn environment_archive(bench: &Bench) -> anyhow::Result<std::path::PathBuf> {
         ));
         std::fs::create_dir_all(&dir)?;
         let half = ferry_tests::pseudo_random_bytes(i as u64, (size / 2) as usize);
-        let mut body = half.clone();
+        let mut body = half;
         body.extend(std::iter::repeat_n(
             b'a' + (i % 26) as u8,
             (size - size / 2) as usize,

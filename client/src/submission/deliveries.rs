@@ -222,9 +222,10 @@ impl Deliveries {
                 ArchiveSource::Remote(uri) => uri.clone(),
             };
             let dest = self.deps_dir.group_dir(Kind::Archive);
-            match archive.unpack {
-                true => PlanItem::archive(uri, dest, archive.alias.clone()),
-                false => PlanItem::file(uri, dest, archive.alias.clone()),
+            if archive.unpack {
+                PlanItem::archive(uri, dest, archive.alias.clone())
+            } else {
+                PlanItem::file(uri, dest, archive.alias.clone())
             }
         }));
         FetchPlan::new(items)

@@ -219,7 +219,7 @@ pub fn place(
     let _ = rustix::fs::unlinkat(parent, marker.as_str(), AtFlags::empty());
     rustix::fs::mkdirat(parent, temp.as_str(), Mode::from_raw_mode(0o700))
         .map_err(|e| io("creating a temp tree".into(), e))?;
-    let result = (|| {
+    let result = (|| -> Result<Unpacked, UnpackError> {
         let target = rustix::fs::openat(parent, temp.as_str(), DIR_FLAGS, Mode::empty())
             .map_err(|e| io("opening a temp tree".into(), e))?;
         let mut done = Unpacked::default();

@@ -215,21 +215,24 @@ pub fn unpack(
         .map_err(|e| UnpackError::io("removing a replaced tree", e))?;
     let _ = rustix::fs::unlinkat(parent, marker.as_str(), AtFlags::empty());
 
-    // A zip is checked whole, from its central directory, before anything
-    // is written.
-    let mut zip = if kind.is_zip() {
-        Some(open_zip(archive, kind, limits)?)
-    } else {
-        None
+    let make_temp = || -> Result<Tree, UnpackError> {
+        rustix::fs::mkdirat(parent, temp.as_str(), Mode::from_raw_mode(0o700))
+            .map_err(|e| io_at("creating a temp tree", e))?;
+        let fd = rustix::fs::openat(parent, temp.as_str(), DIR_FLAGS, Mode::empty())
+            .map_err(|e| io_at("opening a temp tree", e))?;
+        Ok(Tree::new(parent_path.join(&temp), fd))
     };
-    rustix::fs::mkdirat(parent, temp.as_str(), Mode::from_raw_mode(0o700))
-        .map_err(|e| io_at("creating a temp tree", e))?;
-    let fd = rustix::fs::openat(parent, temp.as_str(), DIR_FLAGS, Mode::empty())
-        .map_err(|e| io_at("opening a temp tree", e))?;
-    let mut tree = Tree::new(parent_path.join(&temp), fd);
-    let filled = match &mut zip {
-        Some(zip) => unzip(zip, kind, &mut tree, limits),
-        None => untar(archive, kind, &mut tree, limits),
+    let (tree, filled) = if kind.is_zip() {
+        // A zip is checked whole, from its central directory, before
+        // anything is written.
+        let mut zip = open_zip(archive, kind, limits)?;
+        let mut tree = make_temp()?;
+        let filled = unzip(&mut zip, kind, &mut tree, limits);
+        (tree, filled)
+    } else {
+        let mut tree = make_temp()?;
+        let filled = untar(archive, kind, &mut tree, limits);
+        (tree, filled)
     };
     let result = filled.and_then(|unpacked| {
         let fd = tree.finish()?;
@@ -302,7 +305,6 @@ fn write_marker(
 /// Counts unpacked bytes against the limits as they are read.
 struct Meter<'a, R> {
     inner: R,
-    entry: &'a EntryPath,
     /// Compressed bytes consumed so far (shared with the counting reader
     /// under the decompressor), or the entry's compressed size.
     compressed: &'a dyn Fn() -> u64,
@@ -368,12 +370,12 @@ fn untar(
 ) -> Result<Unpacked, UnpackError> {
     let count = Rc::new(Cell::new(0));
     let counting = Counting {
-        inner: BufReader::with_capacity(256 << 10, file),
+        inner: BufReader::with_capacity(64 << 10, file),
         count: count.clone(),
     };
     let compressed = || count.get();
     let unlimited = || u64::MAX / 2;
-    let (reader, ratio): (Box<dyn Read>, &dyn Fn() -> u64) = match kind {
+    let (reader, ratio): (Box<dyn Read + '_>, &dyn Fn() -> u64) = match kind {
         ArchiveKind::TarGz => (
             Box::new(flate2::read::MultiGzDecoder::new(counting)),
             &compressed,
@@ -406,7 +408,6 @@ fn untar(
                 let limit = limits.max_bytes.saturating_sub(done.bytes);
                 let mut body = Meter {
                     inner: &mut entry,
-                    entry: &path,
                     compressed: ratio,
                     before: done.bytes,
                     read: 0,
@@ -550,7 +551,6 @@ fn unzip(
             let allowance = || compressed;
             let mut body = Meter {
                 inner: &mut entry,
-                entry: &path,
                 compressed: &allowance,
                 before: 0,
                 read: 0,
