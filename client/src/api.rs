@@ -8,7 +8,7 @@ use std::time::Duration;
 use ferry_core::Digest;
 use ferry_core::api::{
     CreateBundleRequest, CreateBundleResponse, ErrorBody, ErrorCode, ListBundlesResponse,
-    MAX_MISSING_QUERY, Manifest, MissingRequest, MissingResponse,
+    MAX_MISSING_QUERY, Manifest, MissingRequest, MissingResponse, UPLOADS_PATH, UploadStatus,
 };
 use ferry_io::{
     HttpError, HttpOptions, RetryPolicy, Transient, http_client, is_transient_status, render_chain,
@@ -211,6 +211,61 @@ impl ApiClient {
         Ok(())
     }
 
+    /// Opens an upload session (`POST /v1/uploads`).
+    pub async fn open_session(&self) -> Result<UploadStatus, ApiError> {
+        let response = self
+            .send("opening an upload session", || async {
+                Ok(self.request(Method::POST, UPLOADS_PATH))
+            })
+            .await?;
+        session_status_of(response).await
+    }
+
+    /// Where session `id` stands, or `Server { code: NotFound, .. }`.
+    pub async fn session_status(&self, id: &str) -> Result<UploadStatus, ApiError> {
+        let path = session_path(id)?;
+        let response = self
+            .send("asking for an upload session", || async {
+                Ok(self.request(Method::GET, &path))
+            })
+            .await?;
+        session_status_of(response).await
+    }
+
+    /// Appends `bytes` (not empty) to session `id` at `offset`.
+    pub async fn append_chunk(
+        &self,
+        id: &str,
+        offset: u64,
+        bytes: bytes::Bytes,
+    ) -> Result<UploadStatus, ApiError> {
+        let path = session_path(id)?;
+        let last = offset + (bytes.len() as u64).max(1) - 1;
+        let response = self
+            .send(&format!("sending bytes {offset}-{last}"), || async {
+                Ok(self
+                    .request(Method::PATCH, &path)
+                    .header(
+                        reqwest::header::CONTENT_RANGE,
+                        format!("bytes {offset}-{last}/*"),
+                    )
+                    .body(bytes.clone()))
+            })
+            .await?;
+        session_status_of(response).await
+    }
+
+    /// Commits session `id` as blob `digest`; `true` if the blob is new.
+    pub async fn commit_session(&self, id: &str, digest: &Digest) -> Result<bool, ApiError> {
+        let path = format!("{}?digest={digest}", session_path(id)?);
+        let response = self
+            .send(&format!("committing {digest}"), || async {
+                Ok(self.request(Method::PUT, &path))
+            })
+            .await?;
+        Ok(response.status() == StatusCode::CREATED)
+    }
+
     pub async fn create_bundle(
         &self,
         request: &CreateBundleRequest,
@@ -270,6 +325,22 @@ impl ApiClient {
         .await?;
         Ok(())
     }
+}
+
+/// The route of session `id`, which the server chose: checked before it
+/// goes into a URL.
+fn session_path(id: &str) -> Result<String, ApiError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return Err(ApiError::Protocol(format!("odd upload session id {id:?}")));
+    }
+    Ok(format!("{UPLOADS_PATH}/{id}"))
+}
+
+async fn session_status_of(response: reqwest::Response) -> Result<UploadStatus, ApiError> {
+    response
+        .json()
+        .await
+        .map_err(|e| ApiError::Protocol(e.to_string()))
 }
 
 /// A reqwest error with its causes, down to the informative root one

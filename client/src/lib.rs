@@ -3,18 +3,24 @@
 //! the `ferry-init` init container.
 //!
 //! The subcommands (`command/`) are thin edges over libraries:
-//! [`staging`] (hash, upload, create a bundle), [`submission`] (what a
+//! [`staging`] (digests from the [`digest_cache`] or one read, uploads
+//! small files whole and large ones through [`session_upload`], creates a
+//! bundle), [`submission`] (what a
 //! Spark submission stages, fetches, rewrites and who owns it, whatever
-//! its front end), [`spark`] (the spark-submit front end) and [`k8s`] (the
-//! Secret and pod templates).
+//! its front end), [`spark`] (the spark-submit front end), [`operator`]
+//! (the SparkApplication front end) and [`k8s`] (the Secret and pod
+//! templates).
 
 pub mod api;
 pub mod command;
 pub mod config;
+pub mod digest_cache;
 pub mod files;
 pub mod hash;
 pub mod k8s;
+pub mod operator;
 pub mod progress;
+pub mod session_upload;
 pub mod spark;
 pub mod staging;
 pub mod submission;
@@ -97,6 +103,10 @@ pub enum Command {
     /// Stage a spark-submit's local dependencies and run it with them
     /// delivered by ferry-init: ferry submit -- spark-submit ARGS...
     Submit(command::submit::SubmitArgs),
+    /// Stage the local dependencies of Kubeflow spark-operator
+    /// SparkApplications and apply them with ferry-init added:
+    /// ferry apply -f app.yaml
+    Apply(command::apply::ApplyArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -117,5 +127,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             .map(|()| 0),
         Command::Bundles(command) => command::bundles::run(&client, command).await.map(|()| 0),
         Command::Submit(args) => command::submit::run(&client, args, cli.quiet).await,
+        Command::Apply(args) => command::apply::run(&client, args, cli.quiet)
+            .await
+            .map(|()| 0),
     }
 }

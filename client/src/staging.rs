@@ -1,18 +1,32 @@
-//! Staging: hash local files, upload what the server lacks, create the
-//! bundle. `ferry stage` and `ferry submit` both stage through [`stage`].
+//! Staging: find each local file's digest (the digest cache, or one read),
+//! upload what the server lacks, create the bundle. `ferry stage` and
+//! `ferry submit` both stage through [`stage`].
+//!
+//! A file the digest cache knows is not read at all. A small unknown file
+//! is hashed, then sent only if `POST /v1/blobs/missing` says the server
+//! lacks it. A large unknown file ([`STREAM_THRESHOLD`]) is streamed
+//! through an upload session and hashed as it is sent, so it is read once;
+//! if the server had it after all, the commit says so and the bytes are
+//! dropped. A large file the cache knew at the same path and size (most
+//! likely touched or copied, not edited) is hashed first instead.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use ferry_core::api::{CreateBundleRequest, Entry, ErrorCode, Owner};
 use ferry_core::{BundleId, BundleName, Digest, Ttl};
 use futures::StreamExt as _;
 use serde::Serialize;
 
+use ferry_io::identity::FileIdentity;
+
 use crate::api::{ApiClient, ApiError};
+use crate::digest_cache::{self, DigestCache};
 use crate::files::LocalFile;
 use crate::progress::bytes_bar;
+use crate::session_upload::{self, ResumeBook, SessionUploadError};
 
 /// Why staging failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +52,12 @@ pub enum StageError {
         path: PathBuf,
         #[source]
         source: ApiError,
+    },
+    #[error("uploading {} through an upload session", path.display())]
+    Stream {
+        path: PathBuf,
+        #[source]
+        source: SessionUploadError,
     },
     #[error(
         "bundle name {0} is taken; remove it first with `ferry bundles rm {0}` or choose another name"
@@ -79,15 +99,88 @@ pub struct StageOutcome {
     pub skipped: Count,
 }
 
-/// Stages `request.files` as one bundle: hash, upload what the server
-/// lacks, create the bundle.
+/// Files at least this large that the digest cache does not know stream
+/// through an upload session, hashed as they are sent; smaller ones are
+/// hashed first and sent only if the server lacks them. At 16 MiB, one
+/// `missing` round trip costs about what sending the file costs.
+pub const STREAM_THRESHOLD: u64 = 16 << 20;
+/// Large files streamed at once.
+const STREAM_CONCURRENCY: usize = 2;
+
+/// How each file's digest is found.
+enum Way {
+    /// The digest cache knows it.
+    Known(Digest),
+    /// Read and hash it, then ask the server.
+    Hash,
+    /// Stream it through a session, hashing as it goes.
+    Stream,
+}
+
+/// One file to stage, as first seen.
+struct Seen {
+    /// Absolute: the digest cache's key.
+    path: PathBuf,
+    identity: FileIdentity,
+    way: Way,
+}
+
+/// Stages `request.files` as one bundle: digests from the cache, small
+/// files hashed and uploaded if the server lacks them, large new ones
+/// streamed through upload sessions; then the bundle is created.
 pub async fn stage(client: &ApiClient, request: StageRequest) -> Result<StageOutcome, StageError> {
     if request.files.is_empty() {
         return Err(StageError::Nothing);
     }
-    let entries = hash(&request.files, request.quiet).await?;
-    let (uploaded, skipped) =
-        upload_missing(client, &request.files, &entries, request.quiet).await?;
+    let mut cache = open_cache();
+    let seen = look(&request.files, &cache)?;
+    let mut digests: Vec<Option<(Digest, u64)>> = seen
+        .iter()
+        .map(|s| match s.way {
+            Way::Known(digest) => Some((digest, s.identity.size)),
+            _ => None,
+        })
+        .collect();
+    hash_unknown(&seen, &mut digests, &mut cache, request.quiet).await?;
+    let (mut uploaded, mut skipped) =
+        stream_large(client, &seen, &mut digests, &mut cache, request.quiet).await?;
+    let entries: Vec<Entry> = request
+        .files
+        .iter()
+        .zip(&digests)
+        .map(|(file, found)| {
+            let (digest, size) = found.unwrap_or((Digest::of(b""), 0));
+            Entry {
+                path: file.path.clone(),
+                digest,
+                size,
+                mode: file.executable.then_some(0o755),
+            }
+        })
+        .collect();
+    if let Err(error) = cache.save() {
+        eprintln!("ferry: could not save the digest cache: {error}");
+    }
+    let streamed: HashSet<usize> = seen
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| matches!(s.way, Way::Stream).then_some(i))
+        .collect();
+    let (rest_files, rest_entries): (Vec<LocalFile>, Vec<Entry>) = request
+        .files
+        .iter()
+        .zip(&entries)
+        .enumerate()
+        .filter(|(i, _)| !streamed.contains(i))
+        .map(|(_, (f, e))| (f.clone(), e.clone()))
+        .unzip();
+    if !rest_files.is_empty() {
+        let (up, skip) = upload_missing(client, &rest_files, &rest_entries, request.quiet).await?;
+        uploaded.files += up.files;
+        uploaded.bytes += up.bytes;
+        skipped.files += skip.files;
+        skipped.bytes += skip.bytes;
+    }
     let created = match client
         .create_bundle(&CreateBundleRequest {
             name: request.name.clone(),
@@ -121,14 +214,68 @@ pub async fn stage(client: &ApiClient, request: StageRequest) -> Result<StageOut
     })
 }
 
-/// The bundle entry of each file, in order, hashed off the async runtime.
-async fn hash(files: &[LocalFile], quiet: bool) -> Result<Vec<Entry>, StageError> {
-    let sources: Vec<PathBuf> = files.iter().map(|f| f.source.clone()).collect();
-    let total: u64 = sources
+/// The digest cache, unless `FERRY_NO_DIGEST_CACHE` is set or there is no
+/// cache directory.
+fn open_cache() -> DigestCache {
+    let off = std::env::var_os("FERRY_NO_DIGEST_CACHE").is_some_and(|v| !v.is_empty());
+    match digest_cache::default_dir() {
+        Some(dir) if !off => DigestCache::load(dir),
+        _ => DigestCache::disabled(),
+    }
+}
+
+fn identity_of(path: &Path) -> Result<FileIdentity, StageError> {
+    std::fs::metadata(path)
+        .map(|meta| FileIdentity::of(&meta))
+        .map_err(|source| StageError::Read {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// One `stat` per file, and the way its digest will be found.
+fn look(files: &[LocalFile], cache: &DigestCache) -> Result<Vec<Seen>, StageError> {
+    files
         .iter()
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .sum();
+        .map(|file| {
+            let path = std::path::absolute(&file.source).unwrap_or_else(|_| file.source.clone());
+            let identity = identity_of(&path)?;
+            let way = match cache.lookup(&path, &identity) {
+                Some(digest) => Way::Known(digest),
+                None if identity.size >= STREAM_THRESHOLD
+                    && !cache.knew_size(&path, identity.size) =>
+                {
+                    Way::Stream
+                }
+                None => Way::Hash,
+            };
+            Ok(Seen {
+                path,
+                identity,
+                way,
+            })
+        })
+        .collect()
+}
+
+/// Hashes the files the cache does not know and that are not streamed,
+/// off the async runtime, and records them in the cache.
+async fn hash_unknown(
+    seen: &[Seen],
+    digests: &mut [Option<(Digest, u64)>],
+    cache: &mut DigestCache,
+    quiet: bool,
+) -> Result<(), StageError> {
+    let wanted: Vec<usize> = (0..seen.len())
+        .filter(|&i| matches!(seen[i].way, Way::Hash))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let sources: Vec<PathBuf> = wanted.iter().map(|&i| seen[i].path.clone()).collect();
+    let total: u64 = wanted.iter().map(|&i| seen[i].identity.size).sum();
     let bar = bytes_bar(total, "hashing", quiet);
+    let started = SystemTime::now();
     let hashes = {
         let bar = bar.clone();
         tokio::task::spawn_blocking(move || crate::hash::hash_all(&sources, &|n| bar.inc(n)))
@@ -137,16 +284,72 @@ async fn hash(files: &[LocalFile], quiet: bool) -> Result<Vec<Entry>, StageError
             .map_err(|(path, source)| StageError::Read { path, source })?
     };
     bar.finish_and_clear();
-    Ok(files
-        .iter()
-        .zip(hashes)
-        .map(|(file, (digest, size))| Entry {
-            path: file.path.clone(),
-            digest,
-            size,
-            mode: file.executable.then_some(0o755),
-        })
-        .collect())
+    for (&i, (digest, size)) in wanted.iter().zip(hashes) {
+        let after = identity_of(&seen[i].path)?;
+        cache.record(&seen[i].path, seen[i].identity, after, started, digest);
+        digests[i] = Some((digest, size));
+    }
+    Ok(())
+}
+
+/// Streams the large new files through upload sessions (resuming what an
+/// earlier run left), records their digests; returns what was uploaded
+/// and what the server turned out to have.
+async fn stream_large(
+    client: &ApiClient,
+    seen: &[Seen],
+    digests: &mut [Option<(Digest, u64)>],
+    cache: &mut DigestCache,
+    quiet: bool,
+) -> Result<(Count, Count), StageError> {
+    let wanted: Vec<usize> = (0..seen.len())
+        .filter(|&i| matches!(seen[i].way, Way::Stream))
+        .collect();
+    let (mut uploaded, mut skipped) = (Count::default(), Count::default());
+    if wanted.is_empty() {
+        return Ok((uploaded, skipped));
+    }
+    let book = ResumeBook::load(cache.dir());
+    let total: u64 = wanted.iter().map(|&i| seen[i].identity.size).sum();
+    let bar = bytes_bar(total, "uploading", quiet);
+    let jobs = wanted.iter().map(|&i| {
+        let (book, bar) = (book.clone(), bar.clone());
+        async move {
+            let started = SystemTime::now();
+            let file = &seen[i];
+            let on_bytes = move |n| bar.inc(n);
+            let streamed =
+                session_upload::stream_file(client, &book, &file.path, file.identity, &on_bytes)
+                    .await
+                    .map_err(|source| StageError::Stream {
+                        path: file.path.clone(),
+                        source,
+                    })?;
+            Ok::<_, StageError>((i, started, streamed))
+        }
+    });
+    let mut results = futures::stream::iter(jobs).buffer_unordered(STREAM_CONCURRENCY);
+    while let Some(result) = results.next().await {
+        let (i, started, streamed) = result?;
+        let after = identity_of(&seen[i].path)?;
+        cache.record(
+            &seen[i].path,
+            seen[i].identity,
+            after,
+            started,
+            streamed.digest,
+        );
+        digests[i] = Some((streamed.digest, streamed.size));
+        let count = if streamed.created {
+            &mut uploaded
+        } else {
+            &mut skipped
+        };
+        count.files += 1;
+        count.bytes += streamed.size;
+    }
+    bar.finish_and_clear();
+    Ok((uploaded, skipped))
 }
 
 /// Uploads the blobs the server lacks, one per distinct digest from the

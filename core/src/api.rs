@@ -2,7 +2,8 @@
 //!
 //! Routes (see the README's API table): `POST /v1/blobs/missing`,
 //! `PUT|HEAD|GET /v1/blobs/{digest}`, `POST|GET /v1/bundles`,
-//! `GET|DELETE /v1/bundles/{id-or-name}`.
+//! `GET|DELETE /v1/bundles/{id-or-name}`, and the upload sessions
+//! `POST /v1/uploads`, `GET|HEAD|PATCH|PUT|DELETE /v1/uploads/{id}`.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,37 @@ pub struct MissingRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MissingResponse {
     pub missing: Vec<Digest>,
+}
+
+/// Where an upload session's route lives: `/v1/uploads/<id>` (also its
+/// `Location` header).
+pub const UPLOADS_PATH: &str = "/v1/uploads";
+/// Response header with the bytes a session has committed so far.
+pub const UPLOAD_OFFSET_HEADER: &str = "upload-offset";
+
+/// Where an upload session stands: the answer to `POST /v1/uploads`,
+/// `GET /v1/uploads/{id}` and each `PATCH`.
+///
+/// A chunk is `min_chunk..=max_chunk` bytes, except the last, which may be
+/// smaller (object stores want parts of at least 5 MiB but the last).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadStatus {
+    pub id: String,
+    /// Bytes committed: the next chunk starts here.
+    pub offset: u64,
+    pub min_chunk: u64,
+    pub max_chunk: u64,
+    /// The session is dropped (and its bytes swept) after this.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The answer to a blob upload: `PUT /v1/blobs/{digest}` and the commit of
+/// a session, `PUT /v1/uploads/{id}?digest=...` (`201` new, `200` already
+/// stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobStored {
+    pub digest: Digest,
+    pub size: u64,
 }
 
 /// One file of a bundle.
@@ -137,6 +169,8 @@ pub enum ErrorCode {
     NotFound,
     NameTaken,
     RangeNotSatisfiable,
+    /// Another request is writing the same upload session right now.
+    SessionBusy,
     PayloadTooLarge,
     RequestTimeout,
     InsufficientStorage,
@@ -161,7 +195,7 @@ impl ErrorCode {
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::RequestTimeout => 408,
-            Self::MissingBlobs | Self::NameTaken => 409,
+            Self::MissingBlobs | Self::NameTaken | Self::SessionBusy => 409,
             Self::PayloadTooLarge => 413,
             Self::RangeNotSatisfiable => 416,
             Self::Internal | Self::Unknown => 500,
@@ -174,7 +208,7 @@ impl ErrorCode {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            Self::RequestTimeout | Self::StorageUnavailable | Self::Internal
+            Self::RequestTimeout | Self::StorageUnavailable | Self::Internal | Self::SessionBusy
         )
     }
 }

@@ -10,6 +10,7 @@ pub mod api;
 pub mod archive;
 pub mod bundle;
 pub mod digest;
+pub mod midstate;
 pub mod path;
 pub mod plan;
 pub mod range;
@@ -19,6 +20,7 @@ pub mod uri;
 
 pub use bundle::{BundleId, BundleName, BundleRef};
 pub use digest::{Digest, DigestError, Sha256Hasher};
+pub use midstate::Midstate;
 pub use path::{EntryPath, PathError};
 pub use selector::{Selector, SelectorError};
 pub use ttl::Ttl;

@@ -55,6 +55,15 @@ pub struct Args {
     #[arg(long, env = "FERRY_MAX_BLOB_SIZE", default_value = "64GiB", value_parser = parse_size)]
     pub max_blob_size: u64,
 
+    /// Largest chunk of an upload session (`PATCH /v1/uploads/{id}`):
+    /// advertised to clients, held in memory while it is hashed and stored.
+    #[arg(long, env = "FERRY_MAX_CHUNK_SIZE", default_value = "32MiB", value_parser = parse_size)]
+    pub max_chunk_size: u64,
+
+    /// An upload session idle for this long is dropped (and swept by GC).
+    #[arg(long, env = "FERRY_UPLOAD_SESSION_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub upload_session_ttl: Duration,
+
     /// Most entries in one bundle.
     #[arg(long, env = "FERRY_MAX_ENTRIES", default_value_t = 100_000)]
     pub max_entries: usize,
@@ -186,6 +195,8 @@ impl Config {
         for (name, value) in [
             ("--max-blob-size", args.max_blob_size),
             ("--max-entries", args.max_entries as u64),
+            ("--max-chunk-size", args.max_chunk_size),
+            ("--upload-session-ttl", args.upload_session_ttl.as_secs()),
             ("--max-json-size", args.max_json_size),
             ("--max-connections", args.max_connections as u64),
             (
@@ -213,6 +224,8 @@ impl Config {
                 max_json_bytes: usize::try_from(args.max_json_size).unwrap_or(usize::MAX),
                 body_idle_timeout: args.body_idle_timeout,
                 default_ttl: args.default_ttl,
+                max_chunk_size: args.max_chunk_size,
+                session_ttl: args.upload_session_ttl,
             },
             header_timeout: args.header_timeout,
             io_idle_timeout: args.io_idle_timeout,

@@ -83,6 +83,7 @@ pub struct GcReport {
     pub blobs_deleted: u64,
     pub bytes_deleted: u64,
     pub uploads_deleted: u64,
+    pub sessions_swept: u64,
 }
 
 /// The bundles whose TTL has passed at `now`.
@@ -220,6 +221,7 @@ pub async fn collect(state: &AppState, grace: Duration) -> Result<GcReport, Stor
     metrics
         .gc_uploads_deleted
         .fetch_add(report.uploads_deleted, Ordering::Relaxed);
+    report.sessions_swept = sweep_sessions(store).await?;
     metrics.gc_run_succeeded();
     Ok(report)
 }
@@ -250,6 +252,13 @@ async fn sweep_uploads(store: &Store, grace: Duration) -> Result<u64, StoreError
         .try_collect::<()>()
         .await?;
     Ok(count)
+}
+
+/// Drops upload sessions past their expiry (idle longer than
+/// `--upload-session-ttl`); returns how many. A step of its own: it needs
+/// no grace, the expiry is the session's own.
+pub async fn sweep_sessions(store: &Store) -> Result<u64, StoreError> {
+    store.sweep_sessions(Utc::now()).await
 }
 
 #[cfg(test)]

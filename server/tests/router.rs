@@ -14,8 +14,8 @@ use ferry_server::api::{AppState, Limits};
 use ferry_server::auth::{Authenticator, UploadAuth};
 use ferry_server::metrics::Metrics;
 use ferry_server::store::{
-    Backend, BodyLimits, LocalBackend, Object, ObjectInfo, ObjectStoreBackend, OpenBlob, Prefix,
-    PutOutcome, Store, StoreError, UploadBody, Version, WriteMode,
+    Backend, BodyLimits, LocalBackend, Object, ObjectInfo, ObjectStoreBackend, OpenBlob, PartData,
+    Prefix, PutOutcome, Store, StoreError, UploadBody, Version, WriteMode,
 };
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use object_store::memory::InMemory;
@@ -75,7 +75,9 @@ fn app_over(backend: Arc<dyn Backend>, name: &'static str, dir: Option<tempfile:
 
 /// The same app over each backend.
 fn apps() -> Vec<App> {
-    let memory = Arc::new(ObjectStoreBackend::new(Arc::new(InMemory::new()), "memory"));
+    let in_memory = Arc::new(InMemory::new());
+    let memory =
+        Arc::new(ObjectStoreBackend::new(in_memory.clone(), "memory").with_multipart(in_memory));
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().canonicalize().expect("canonical temp dir");
     let local = Arc::new(LocalBackend::new(root).expect("local backend"));
@@ -633,6 +635,34 @@ impl Backend for PanickingWriter {
     async fn probe(&self) -> Result<(), StoreError> {
         self.0.probe().await
     }
+    fn min_part_size(&self) -> u64 {
+        self.0.min_part_size()
+    }
+    async fn create_parts(&self, key: &Path) -> Result<String, StoreError> {
+        self.0.create_parts(key).await
+    }
+    async fn put_part(&self, key: &Path, id: &str, part: PartData) -> Result<String, StoreError> {
+        self.0.put_part(key, id, part).await
+    }
+    async fn complete_parts(
+        &self,
+        key: &Path,
+        id: &str,
+        parts: Vec<String>,
+    ) -> Result<(), StoreError> {
+        self.0.complete_parts(key, id, parts).await
+    }
+    async fn abort_parts(&self, key: &Path, id: &str) -> Result<(), StoreError> {
+        self.0.abort_parts(key, id).await
+    }
+    async fn publish_upload(
+        &self,
+        key: &Path,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<PutOutcome, StoreError> {
+        self.0.publish_upload(key, digest, size).await
+    }
 }
 
 #[tokio::test]
@@ -652,4 +682,156 @@ async fn a_storage_thread_that_panics_is_500_internal_not_the_clients_fault() {
     );
     assert_eq!(app.rejected("storage_error"), 1);
     assert_eq!(app.rejected("body_broken"), 0);
+}
+
+impl App {
+    async fn patch(&self, location: &str, range: Option<&str>, bytes: &[u8]) -> Answer {
+        let mut builder = Request::builder()
+            .method(Method::PATCH)
+            .uri(location)
+            .header(header::AUTHORIZATION, format!("Bearer {UPLOAD_TOKEN}"));
+        if let Some(range) = range {
+            builder = builder.header(header::CONTENT_RANGE, range);
+        }
+        self.send(builder.body(Body::from(bytes.to_vec())).expect("request"))
+            .await
+    }
+
+    async fn open_session(&self) -> String {
+        let opened = self
+            .call(
+                Method::POST,
+                "/v1/uploads",
+                Some(UPLOAD_TOKEN),
+                Body::empty(),
+            )
+            .await;
+        assert_eq!(opened.status, StatusCode::CREATED, "{}", self.backend);
+        let location = opened.headers[header::LOCATION]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        assert_eq!(
+            location,
+            format!(
+                "/v1/uploads/{}",
+                opened.json()["id"].as_str().unwrap_or_default()
+            )
+        );
+        location
+    }
+}
+
+fn upload_offset(answer: &Answer) -> &str {
+    answer.headers["upload-offset"].to_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_upload_session_takes_chunks_in_order_and_commits_only_the_right_digest() {
+    for app in apps() {
+        let name = app.backend;
+        let location = app.open_session().await;
+        let opened = app
+            .call(Method::GET, &location, Some(UPLOAD_TOKEN), Body::empty())
+            .await;
+        assert_eq!(opened.json()["offset"], 0, "{name}");
+        assert_eq!(opened.json()["max_chunk"], 32 << 20, "{name}");
+        let sent = app.patch(&location, Some("bytes 0-4/*"), b"hello").await;
+        assert_eq!(sent.status, StatusCode::ACCEPTED, "{name}");
+        assert_eq!(upload_offset(&sent), "5", "{name}");
+        // The same chunk again: the offset is past it.
+        let again = app.patch(&location, Some("bytes 0-4/*"), b"hello").await;
+        assert_eq!(again.status, StatusCode::RANGE_NOT_SATISFIABLE, "{name}");
+        assert_eq!(again.error_code(), "range_not_satisfiable");
+        assert_eq!(upload_offset(&again), "5", "{name}");
+        assert_eq!(again.headers[header::RANGE], "0-4", "{name}");
+        let unstated = app.patch(&location, None, b" world").await;
+        assert_eq!(unstated.status, StatusCode::BAD_REQUEST, "{name}");
+        // Refused by its stated size, before a byte is read; the limit named.
+        let huge = app
+            .patch(&location, Some("bytes 5-40000004/*"), b" world")
+            .await;
+        assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE, "{name}");
+        let message = huge.json()["error"]["message"].to_string();
+        assert!(
+            message.contains(&(32u64 << 20).to_string()),
+            "{name}: {message}"
+        );
+        let head = app
+            .call(Method::HEAD, &location, Some(UPLOAD_TOKEN), Body::empty())
+            .await;
+        assert_eq!(head.status, StatusCode::OK, "{name}");
+        assert_eq!(upload_offset(&head), "5", "{name}");
+        assert!(head.body.is_empty(), "{name}");
+        let wrong = app
+            .call(
+                Method::PUT,
+                &format!("{location}?digest={}", Digest::of(b"help!")),
+                Some(UPLOAD_TOKEN),
+                Body::empty(),
+            )
+            .await;
+        assert_eq!(wrong.status, StatusCode::BAD_REQUEST, "{name}");
+        assert_eq!(wrong.error_code(), "digest_mismatch", "{name}");
+        let gone = app
+            .call(Method::GET, &location, Some(UPLOAD_TOKEN), Body::empty())
+            .await;
+        assert_eq!(gone.status, StatusCode::NOT_FOUND, "{name}");
+        let blob = app
+            .call(
+                Method::HEAD,
+                &format!("/v1/blobs/{}", Digest::of(b"hello")),
+                Some(UPLOAD_TOKEN),
+                Body::empty(),
+            )
+            .await;
+        assert_eq!(blob.status, StatusCode::NOT_FOUND, "{name}: nothing kept");
+
+        let location = app.open_session().await;
+        app.patch(&location, Some("bytes 0-4/*"), b"hello").await;
+        let committed = app
+            .call(
+                Method::PUT,
+                &format!("{location}?digest={}", Digest::of(b"hello")),
+                Some(UPLOAD_TOKEN),
+                Body::empty(),
+            )
+            .await;
+        assert_eq!(committed.status, StatusCode::CREATED, "{name}");
+        assert_eq!(committed.json()["size"], 5, "{name}");
+        let read = app
+            .call(
+                Method::GET,
+                &format!("/v1/blobs/{}", Digest::of(b"hello")),
+                Some(UPLOAD_TOKEN),
+                Body::empty(),
+            )
+            .await;
+        assert_eq!(read.body.as_ref(), b"hello", "{name}");
+        let anonymous = app
+            .call(Method::POST, "/v1/uploads", None, Body::empty())
+            .await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn on_a_bucket_only_the_last_chunk_may_be_under_five_mib() {
+    let app = apps().remove(0);
+    assert_eq!(app.backend, "memory");
+    let location = app.open_session().await;
+    let opened = app
+        .call(Method::GET, &location, Some(UPLOAD_TOKEN), Body::empty())
+        .await;
+    assert_eq!(opened.json()["min_chunk"], 5 << 20);
+    app.patch(&location, Some("bytes 0-4/*"), b"hello").await;
+    let after_short = app.patch(&location, Some("bytes 5-5/*"), b"!").await;
+    assert_eq!(after_short.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        upload_offset(
+            &app.call(Method::HEAD, &location, Some(UPLOAD_TOKEN), Body::empty())
+                .await
+        ),
+        "5"
+    );
 }

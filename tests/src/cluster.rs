@@ -32,6 +32,31 @@ pub struct Cluster {
     pub upload_token: PathBuf,
 }
 
+/// `ferry --server ... --token-file UPLOAD_TOKEN`, to which a test adds the
+/// subcommand: run in `work`, with `kube`'s kubeconfig and nothing of the
+/// caller's shell.
+pub fn ferry_in(
+    server: &FerryServer,
+    upload_token: &std::path::Path,
+    work: &std::path::Path,
+    kube: &KubeMock,
+) -> Command {
+    let mut command = Command::new(bin("ferry"));
+    command
+        .args(["--server", &server.url, "--token-file"])
+        .arg(upload_token)
+        .current_dir(work)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", work)
+        .env("XDG_CONFIG_HOME", work.join("no-config"))
+        .env("KUBECONFIG", &kube.kubeconfig)
+        // The JVM's and kube-rs' credential chains stay on loopback.
+        .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    command
+}
+
 impl Cluster {
     /// Starts the fake API server and ferry-server; `None` (outside CI)
     /// when podman, kmock or one of our `images` is missing.
@@ -66,23 +91,17 @@ impl Cluster {
         spark_submit: &[String],
         spark: Option<&SparkHome>,
     ) -> Command {
-        let mut command = Command::new(bin("ferry"));
+        let mut command = ferry_in(
+            &self.server,
+            &self.upload_token,
+            self.work.path(),
+            &self.kube,
+        );
         command
-            .args(["--server", &self.server.url, "--token-file"])
-            .arg(&self.upload_token)
             .arg("submit")
             .args(submit)
             .arg("--")
-            .args(spark_submit)
-            .current_dir(self.work.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.work.path())
-            .env("XDG_CONFIG_HOME", self.path("no-config"))
-            .env("KUBECONFIG", &self.kube.kubeconfig)
-            // The JVM's and kube-rs' credential chains stay on loopback.
-            .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+            .args(spark_submit);
         for (key, value) in spark.map(SparkHome::submit_env).unwrap_or_default() {
             command.env(key, value);
         }

@@ -10,12 +10,15 @@
 #   without them (fabric8 and kube-rs both read them).
 # - Server-side apply: a PATCH with application/apply-patch+yaml creates the
 #   object when it does not exist (Spark 4 applies its ConfigMaps and
-#   Services that way).
+#   Services that way), and otherwise sets it to what was applied, as for a
+#   single field manager (no managedFields, no merging between managers).
 # - JSON patch (application/json-patch+json, fabric8's edit()) and PUT.
 # - Label and field selectors on list, watch and delete-collection (Spark
 #   finds its executor pods by label, and its driver pod by metadata.name).
 # - Watches over WebSocket (fabric8 upgrades every watch and blocks in
 #   watch() until the upgrade succeeds), besides kmock's chunked HTTP.
+# - The SparkApplication resource (sparkoperator.k8s.io/v1beta2), as if the
+#   Kubeflow spark-operator's CRD were installed; no operator acts on it.
 #
 # No admission, RBAC, authentication, defaulting or controllers: nothing
 # schedules or runs a pod here (tests/src/kubelet.rs does, and writes pod
@@ -37,6 +40,9 @@ RESOURCES = {
     'v1/pods': 'Pod', 'v1/secrets': 'Secret', 'v1/configmaps': 'ConfigMap',
     'v1/services': 'Service', 'v1/persistentvolumeclaims': 'PersistentVolumeClaim',
     'v1/serviceaccounts': 'ServiceAccount', 'v1/events': 'Event',
+    # The Kubeflow spark-operator's custom resource, as if its CRD were
+    # installed (no operator runs here: nothing turns it into pods).
+    'sparkoperator.k8s.io/v1beta2/sparkapplications': 'SparkApplication',
 }
 
 
@@ -204,6 +210,11 @@ class Api(kmock.KubernetesEmulator):
             current = self.stored(request)
             if 'apply-patch' in content_type and current is None:
                 return await self.create_from(request)
+            if 'apply-patch' in content_type:
+                # One field manager per object in these tests: applying
+                # again sets the object to what was applied (fields it no
+                # longer names go), as a real server does for that manager.
+                return await self.replace(request, current, fresh_version=True)
             if 'json-patch' in content_type and current is not None:
                 new = apply_json_patch(current.raw, request.data or [])
                 replace_data(request, merge_patch_between(current.raw, new))
@@ -212,20 +223,31 @@ class Api(kmock.KubernetesEmulator):
             current = self.stored(request)
             if current is None:
                 raise kmock.KubernetesObjectNotFoundError()
-            body = dict(request.data or {})
-            meta = body.setdefault('metadata', {})
-            for kept in ('uid', 'creationTimestamp'):
-                if kept in current.raw.get('metadata', {}):
-                    meta[kept] = current.raw['metadata'][kept]
-            self.stamp(body, creating=False)
-            patch = merge_patch_between(current.raw, body)
-            async with self._lock:
-                current.patch(patch)
-                await self._buses[request.resource].put({'type': 'MODIFIED', 'object': current.raw})
-            return aiohttp.web.json_response(current.raw)
+            return await self.replace(request, current)
         elif request.method == kmock.method.DELETE and request.name is None:
             return await self.delete_collection(request)
         return await super()._handle(request)
+
+    async def replace(self, request, current, fresh_version=False):
+        """The stored object becomes the request's body, keeping its uid
+        and creationTimestamp (a MODIFIED event); a PUT may choose its
+        resourceVersion, an apply gets a fresh one."""
+        body = dict(request.data or {})
+        meta = body.setdefault('metadata', {})
+        for kept in ('uid', 'creationTimestamp', 'namespace', 'name'):
+            if kept in current.raw.get('metadata', {}):
+                meta[kept] = current.raw['metadata'][kept]
+        if fresh_version:
+            meta.pop('resourceVersion', None)
+            # status is a subresource: an apply of the object leaves it be.
+            if 'status' in current.raw and 'status' not in body:
+                body['status'] = current.raw['status']
+        self.stamp(body, creating=False)
+        patch = merge_patch_between(current.raw, body)
+        async with self._lock:
+            current.patch(patch)
+            await self._buses[request.resource].put({'type': 'MODIFIED', 'object': current.raw})
+        return aiohttp.web.json_response(current.raw)
 
     async def create_from(self, request):
         body = dict(request.data or {})
@@ -288,8 +310,10 @@ class Api(kmock.KubernetesEmulator):
         listed = await super()._serve_list(request)
         listed['items'] = [item for item in listed['items'] if selected(request, item)]
         listed['metadata']['resourceVersion'] = EPOCH
-        listed.setdefault('kind', RESOURCES.get('v1/' + (request.resource.plural or ''), '') + 'List')
-        listed.setdefault('apiVersion', 'v1')
+        resource = request.resource
+        group_version = '/'.join(p for p in (resource.group, resource.version) if p)
+        listed.setdefault('kind', RESOURCES.get(group_version + '/' + (resource.plural or ''), '') + 'List')
+        listed.setdefault('apiVersion', group_version or 'v1')
         return listed
 
     async def _serve_watch(self, request):

@@ -15,6 +15,7 @@ use ferry_tests::moto::{self, Moto};
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
+use object_store::multipart::MultipartStore;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, RetryConfig};
 
@@ -29,7 +30,7 @@ fn retry() -> RetryConfig {
 }
 
 /// Runs the suite with each case on its own prefix of `bucket`.
-fn run_suite(bucket: Arc<dyn ObjectStore>, description: &str) {
+fn run_suite<T: ObjectStore + MultipartStore + Clone>(bucket: T, description: &str) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -38,11 +39,11 @@ fn run_suite(bucket: Arc<dyn ObjectStore>, description: &str) {
     let mut case = 0;
     runtime.block_on(conformance::run(|| {
         case += 1;
-        let prefixed = PrefixStore::new(bucket.clone(), format!("case-{case}"));
-        let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::new(
-            Arc::new(prefixed),
-            format!("{description}/case-{case}"),
-        ));
+        let prefixed = Arc::new(PrefixStore::new(bucket.clone(), format!("case-{case}")));
+        let backend: Arc<dyn Backend> = Arc::new(
+            ObjectStoreBackend::new(prefixed.clone(), format!("{description}/case-{case}"))
+                .with_multipart(prefixed),
+        );
         std::future::ready(backend)
     }));
 }
@@ -62,7 +63,7 @@ fn the_object_store_backend_keeps_the_storage_contract_on_s3() {
         .with_retry(retry())
         .build()
         .expect("S3 client for moto");
-    run_suite(Arc::new(s3), "s3://conformance");
+    run_suite(s3, "s3://conformance");
 }
 
 #[test]
@@ -81,5 +82,5 @@ fn the_object_store_backend_keeps_the_storage_contract_on_azure() {
         .with_retry(retry())
         .build()
         .expect("Azure client for Azurite");
-    run_suite(Arc::new(azure), "az://conformance");
+    run_suite(azure, "az://conformance");
 }

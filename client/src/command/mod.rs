@@ -1,6 +1,8 @@
 //! One module per subcommand, and the flag types several of them share.
 
+pub mod apply;
 pub mod bundles;
+pub mod pods;
 pub mod stage;
 pub mod submit;
 

@@ -15,18 +15,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use ferry_core::Ttl;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 
 use super::Output;
+use super::pods::PodFlags;
 use crate::api::ApiClient;
 use crate::k8s;
 use crate::spark::render::{Rendered, render};
 use crate::spark::submission::{PlanOptions, Role, SparkPlan};
 use crate::spark::{self, SparkSubmit};
 use crate::staging::{StageOutcome, stage};
-use crate::submission::render::PodOptions;
-use crate::submission::{DepsDir, SubmissionId};
+use crate::submission::SubmissionId;
 
 #[derive(Debug, clap::Args)]
 pub struct SubmitArgs {
@@ -39,13 +38,8 @@ pub struct SubmitArgs {
     /// pods start (e.g. GitOps, or no API access from this machine).
     #[arg(long, env = "FERRY_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
-    /// ferry-init image for the init container.
-    #[arg(long, env = "FERRY_INIT_IMAGE", default_value = concat!("ghcr.io/ferry-dev/ferry-init:", env!("CARGO_PKG_VERSION")))]
-    pub init_image: String,
-    /// Server URL as pods reach it (default: --server), e.g.
-    /// http://ferry.ferry-system.svc:7070.
-    #[arg(long, env = "FERRY_POD_SERVER")]
-    pub pod_server: Option<String>,
+    #[command(flatten)]
+    pub pods: PodFlags,
     /// Namespace of the Secret and the pods (default: spark.kubernetes.namespace,
     /// else the kubeconfig context's, else "default").
     #[arg(long, env = "FERRY_NAMESPACE")]
@@ -54,16 +48,6 @@ pub struct SubmitArgs {
     /// under the system temp directory).
     #[arg(long, env = "FERRY_TEMPLATE_DIR")]
     pub template_dir: Option<PathBuf>,
-    /// Folder inside the pods where dependencies land (the shared volume's
-    /// mount path); the rewritten command points there.
-    #[arg(long, env = "FERRY_DEPS_DIR", default_value = k8s::DEPS_DIR)]
-    pub deps_dir: DepsDir,
-    /// hostPath of a node-local cache shared by ferry-init containers.
-    #[arg(long, env = "FERRY_NODE_CACHE")]
-    pub node_cache: Option<String>,
-    /// Bundle lifetime if its pods are never seen (default: the server's).
-    #[arg(long, env = "FERRY_TTL")]
-    pub ttl: Option<Ttl>,
     /// With --dry-run: print text (YAML and the command) or one JSON object.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -80,7 +64,7 @@ pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::R
         properties,
         &PlanOptions {
             namespace: args.namespace.clone(),
-            deps_dir: args.deps_dir.clone(),
+            deps_dir: args.pods.deps_dir.clone(),
             template_dir: args.template_dir.clone(),
         },
         SubmissionId::generate(),
@@ -88,15 +72,8 @@ pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::R
     )?;
     // Read before staging, so a wrong template path stages nothing.
     let bases = read_base_templates(&plan)?;
-    let staged = stage(client, plan.submission.stage_request(args.ttl, quiet)).await?;
-    let options = PodOptions {
-        image: args.init_image.clone(),
-        server: args
-            .pod_server
-            .clone()
-            .unwrap_or_else(|| client.server().to_owned()),
-        node_cache: args.node_cache.clone(),
-    };
+    let staged = stage(client, plan.submission.stage_request(args.pods.ttl, quiet)).await?;
+    let options = args.pods.pod_options(client);
     let rendered = render(&plan, &staged.id, &staged.token, &options, &bases)?;
     write_templates(&plan.template_dir, &rendered)?;
     if args.dry_run {

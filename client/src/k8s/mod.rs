@@ -49,7 +49,9 @@ const SPARK_FS_GROUP: i64 = 185;
 pub struct InitSpec {
     pub image: String,
     pub server: String,
-    pub secret_name: String,
+    /// The Secret holding the bundle token; `None` when nothing was staged
+    /// (every dependency is remote), so there is no token to mount.
+    pub secret_name: Option<String>,
     /// hostPath for the node-local cache, if any.
     pub node_cache: Option<String>,
     /// Mount path of the dependency volume in every container.
@@ -64,12 +66,10 @@ pub struct InitSpec {
 impl InitSpec {
     /// The full `ferry-init` command line; the plan is last.
     pub fn args(&self) -> Vec<String> {
-        let mut args = vec![
-            "--server".to_owned(),
-            self.server.clone(),
-            "--token-file".to_owned(),
-            format!("{SECRET_DIR}/token"),
-        ];
+        let mut args = vec!["--server".to_owned(), self.server.clone()];
+        if self.secret_name.is_some() {
+            args.extend(["--token-file".to_owned(), format!("{SECRET_DIR}/token")]);
+        }
         if self.node_cache.is_some() {
             args.extend(["--cache-dir".to_owned(), CACHE_DIR.to_owned()]);
         }
@@ -80,19 +80,19 @@ impl InitSpec {
     /// The init container: ferry-init with the dependency volume, the token
     /// and the node cache mounted.
     pub fn container(&self) -> Container {
-        let mut mounts = vec![
-            VolumeMount {
-                name: DEPS_VOLUME.into(),
-                mount_path: self.deps_dir.clone(),
-                ..Default::default()
-            },
-            VolumeMount {
+        let mut mounts = vec![VolumeMount {
+            name: DEPS_VOLUME.into(),
+            mount_path: self.deps_dir.clone(),
+            ..Default::default()
+        }];
+        if self.secret_name.is_some() {
+            mounts.push(VolumeMount {
                 name: SECRET_VOLUME.into(),
                 mount_path: SECRET_DIR.into(),
                 read_only: Some(true),
                 ..Default::default()
-            },
-        ];
+            });
+        }
         if self.node_cache.is_some() {
             mounts.push(VolumeMount {
                 name: CACHE_VOLUME.into(),
@@ -175,15 +175,17 @@ fn add_volumes(spec: &mut PodSpec, init: &InitSpec) {
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Default::default()
     });
-    volumes.push(Volume {
-        name: SECRET_VOLUME.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(init.secret_name.clone()),
-            default_mode: Some(0o440),
+    if let Some(secret_name) = &init.secret_name {
+        volumes.push(Volume {
+            name: SECRET_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret_name.clone()),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
-    });
+        });
+    }
     if let Some(host_path) = &init.node_cache {
         volumes.push(Volume {
             name: CACHE_VOLUME.into(),
@@ -322,7 +324,7 @@ mod tests {
         InitSpec {
             image: "ferry-init:test".into(),
             server: "http://ferry:7070".into(),
-            secret_name: "ferry-id-x".into(),
+            secret_name: Some("ferry-id-x".into()),
             node_cache: Some("/var/cache/ferry".into()),
             deps_dir: DEPS_DIR.into(),
             plan: FetchPlan::new(vec![ferry_core::plan::PlanItem::bundle(

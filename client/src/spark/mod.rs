@@ -315,7 +315,8 @@ fn is_emptied_list(option: &SparkOption) -> bool {
     }
 }
 
-fn with_alias(location: String, dep: &Dependency) -> String {
+/// `location`, with `dep`'s `#alias` if it had one.
+pub(crate) fn with_alias(location: String, dep: &Dependency) -> String {
     match &dep.alias {
         Some(alias) => format!("{location}#{alias}"),
         None => location,

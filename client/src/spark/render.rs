@@ -117,11 +117,11 @@ fn confs(plan: &SparkPlan) -> Vec<(String, String)> {
 }
 
 /// Spark 4: schemes whose jars the driver neither downloads nor serves.
-const AVOID_DOWNLOAD: &str = "spark.kubernetes.jars.avoidDownloadSchemes";
+pub(crate) const AVOID_DOWNLOAD: &str = "spark.kubernetes.jars.avoidDownloadSchemes";
 
 /// The user's `spark.kubernetes.jars.avoidDownloadSchemes` with `local`
 /// added; `None` when it already covers `local` (listed, or `*`).
-fn avoid_download_schemes(user: Option<&str>) -> Option<String> {
+pub(crate) fn avoid_download_schemes(user: Option<&str>) -> Option<String> {
     let mut schemes: Vec<&str> = user
         .unwrap_or_default()
         .split(',')

@@ -204,31 +204,55 @@ impl Deliveries {
             .map(|kind| (kind.group().to_owned(), self.deps_dir.group_dir(*kind)))
             .collect();
         let mut items = vec![PlanItem::bundle(bundle, self.deps_dir.other_dir(), groups)];
-        items.extend(
-            self.fetched
-                .iter()
-                .filter(|fetch| fetch.kind != Kind::Archive)
-                .map(|fetch| {
-                    PlanItem::file(
-                        fetch.uri.clone(),
-                        self.deps_dir.group_dir(fetch.kind),
-                        fetch.name.clone(),
-                    )
-                }),
-        );
-        items.extend(self.archives.iter().map(|archive| {
-            let uri = match &archive.source {
-                ArchiveSource::Staged(entry) => SourceUri::bundle_entry(bundle, entry),
-                ArchiveSource::Remote(uri) => uri.clone(),
+        items.extend(self.remote_items());
+        items.extend(self.archive_items(Some(bundle)));
+        FetchPlan::new(items)
+    }
+
+    /// What ferry-init fetches when nothing was staged (a front end that
+    /// allows that, e.g. `ferry apply`): every remote URI, no bundle.
+    pub fn remote_fetch_plan(&self) -> FetchPlan {
+        FetchPlan::new(
+            self.remote_items()
+                .chain(self.archive_items(None))
+                .collect(),
+        )
+    }
+
+    fn remote_items(&self) -> impl Iterator<Item = PlanItem> + '_ {
+        self.fetched
+            .iter()
+            .filter(|fetch| fetch.kind != Kind::Archive)
+            .map(|fetch| {
+                PlanItem::file(
+                    fetch.uri.clone(),
+                    self.deps_dir.group_dir(fetch.kind),
+                    fetch.name.clone(),
+                )
+            })
+    }
+
+    /// The archives, unpacked into `archives/<alias>`; staged ones only
+    /// when there is a bundle.
+    fn archive_items<'a>(
+        &'a self,
+        bundle: Option<&'a BundleRef>,
+    ) -> impl Iterator<Item = PlanItem> + 'a {
+        self.archives.iter().filter_map(move |archive| {
+            let uri = match (&archive.source, bundle) {
+                (ArchiveSource::Staged(entry), Some(bundle)) => {
+                    SourceUri::bundle_entry(bundle, entry)
+                }
+                (ArchiveSource::Staged(_), None) => return None,
+                (ArchiveSource::Remote(uri), _) => uri.clone(),
             };
             let dest = self.deps_dir.group_dir(Kind::Archive);
-            if archive.unpack {
+            Some(if archive.unpack {
                 PlanItem::archive(uri, dest, archive.alias.clone())
             } else {
                 PlanItem::file(uri, dest, archive.alias.clone())
-            }
-        }));
-        FetchPlan::new(items)
+            })
+        })
     }
 }
 

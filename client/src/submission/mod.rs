@@ -191,6 +191,18 @@ impl Submission {
                 SubmissionError::OnlyRemote
             });
         }
+        Self::without_token_check(id, namespace, app_name, deliveries)
+    }
+
+    /// As [`Submission::new`], for a front end that can hand the pods a
+    /// submission with nothing staged (`ferry apply`: the init container
+    /// then fetches the remote URIs without a bundle or a token).
+    pub fn without_token_check(
+        id: SubmissionId,
+        namespace: String,
+        app_name: Option<String>,
+        deliveries: Deliveries,
+    ) -> Result<Self, SubmissionError> {
         let owner_selector = Selector::single(SUBMISSION_LABEL, id.as_str())?;
         Ok(Self {
             id,

@@ -37,27 +37,46 @@ impl PodDelivery {
     ) -> Self {
         let secret_name = format!("ferry-{}", bundle.as_str().to_ascii_lowercase());
         let secret = k8s::secret(&secret_name, &submission.namespace, bundle.as_str(), token);
-        let deliveries = &submission.deliveries;
-        let init = InitSpec {
-            image: options.image.clone(),
-            server: options.server.clone(),
-            secret_name,
-            node_cache: options.node_cache.clone(),
-            deps_dir: deliveries.deps_dir().to_string(),
-            plan: deliveries.fetch_plan(&BundleRef::Id(bundle.clone())),
-            archive_dirs: deliveries
-                .archives()
-                .iter()
-                .map(|archive| archive.alias.to_string())
-                .collect(),
-        };
+        let plan = submission
+            .deliveries
+            .fetch_plan(&BundleRef::Id(bundle.clone()));
+        let init = init_spec(submission, options, Some(secret_name), plan);
         Self { secret, init }
+    }
+
+    /// The init container of a submission with nothing staged: ferry-init
+    /// fetches the remote URIs, with no bundle, token or Secret.
+    pub fn remote_only(submission: &Submission, options: &PodOptions) -> InitSpec {
+        let plan = submission.deliveries.remote_fetch_plan();
+        init_spec(submission, options, None, plan)
     }
 
     /// `base` (the user's template, or none) with ferry added; the
     /// dependency volume goes on the container named `container`.
     pub fn template(&self, base: Option<Pod>, container: &str) -> Pod {
         k8s::merge_template(base, &self.init, container)
+    }
+}
+
+fn init_spec(
+    submission: &Submission,
+    options: &PodOptions,
+    secret_name: Option<String>,
+    plan: ferry_core::plan::FetchPlan,
+) -> InitSpec {
+    InitSpec {
+        image: options.image.clone(),
+        server: options.server.clone(),
+        secret_name,
+        node_cache: options.node_cache.clone(),
+        deps_dir: submission.deliveries.deps_dir().to_string(),
+        plan,
+        archive_dirs: submission
+            .deliveries
+            .archives()
+            .iter()
+            .map(|archive| archive.alias.to_string())
+            .collect(),
     }
 }
 

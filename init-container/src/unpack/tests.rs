@@ -269,7 +269,9 @@ fn a_gzip_bomb_stops_at_the_ratio_bound() {
     let root = Root::new();
     let zeros = vec![0u8; 64 << 20];
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    encoder.write_all(&tar_bytes(&[file("zeros", 0o644, &zeros)])).unwrap();
+    encoder
+        .write_all(&tar_bytes(&[file("zeros", 0o644, &zeros)]))
+        .unwrap();
     let bytes = encoder.finish().unwrap();
     assert!(bytes.len() < (64 << 20) / 500, "{} bytes", bytes.len());
     let error = root

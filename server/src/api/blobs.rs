@@ -10,18 +10,17 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use ferry_core::Digest;
-use ferry_core::api::{ErrorCode, MAX_MISSING_QUERY, MissingRequest, MissingResponse};
+use ferry_core::api::{BlobStored, ErrorCode, MAX_MISSING_QUERY, MissingRequest, MissingResponse};
 use ferry_core::range::{RangeRequest, parse_range};
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use serde::Serialize;
 
 use super::{ApiError, SharedState, parse_json};
 use crate::metrics::Metrics;
 use crate::store::layout::push_hex;
-use crate::store::{BodyLimits, Content, PutOutcome, StoreError};
+use crate::store::{BodyLimits, Content, PutOutcome, StoreError, UploadBody};
 
-fn parse_digest(text: &str) -> Result<Digest, ApiError> {
+pub(super) fn parse_digest(text: &str) -> Result<Digest, ApiError> {
     text.parse()
         .map_err(|e| ApiError::new(ErrorCode::InvalidDigest, format!("{e}")))
 }
@@ -47,10 +46,26 @@ pub(super) async fn missing(
     Ok(axum::Json(MissingResponse { missing }))
 }
 
-#[derive(Serialize)]
-struct PutResponse {
-    digest: Digest,
-    size: u64,
+/// The answer to a blob stored (by `PUT` or a session's commit), counted.
+pub(super) fn stored(state: &SharedState, digest: Digest, outcome: PutOutcome) -> Response {
+    match outcome {
+        PutOutcome::Created(size) => {
+            state.metrics.blobs_stored.fetch_add(1, Ordering::Relaxed);
+            state
+                .metrics
+                .blob_bytes_stored
+                .fetch_add(size, Ordering::Relaxed);
+            tracing::info!(%digest, size, "blob stored");
+            (StatusCode::CREATED, axum::Json(BlobStored { digest, size })).into_response()
+        }
+        PutOutcome::AlreadyPresent(size) => {
+            state
+                .metrics
+                .blobs_already_present
+                .fetch_add(1, Ordering::Relaxed);
+            (StatusCode::OK, axum::Json(BlobStored { digest, size })).into_response()
+        }
+    }
 }
 
 pub(super) async fn put(
@@ -74,43 +89,15 @@ pub(super) async fn put(
         state.metrics.count_rejected("too_large");
         return Err(StoreError::TooLarge { limit }.into());
     }
-    let metrics = state.metrics.clone();
-    let stream = body.into_data_stream().map(move |chunk| match chunk {
-        Ok(bytes) => {
-            metrics
-                .bytes_received
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            Ok(bytes)
-        }
-        Err(e) => Err(std::io::Error::other(e)),
-    });
+    let stream = counted_upload(body, state.metrics.clone());
     let limits = BodyLimits {
         max_bytes: limit,
         idle_timeout: state.limits.body_idle_timeout,
         expected_len: declared,
     };
-    let outcome = state.store.put_blob(digest, stream.boxed(), limits).await;
+    let outcome = state.store.put_blob(digest, stream, limits).await;
     match outcome {
-        Ok(PutOutcome::Created(size)) => {
-            state.metrics.blobs_stored.fetch_add(1, Ordering::Relaxed);
-            state
-                .metrics
-                .blob_bytes_stored
-                .fetch_add(size, Ordering::Relaxed);
-            tracing::info!(%digest, size, "blob stored");
-            Ok((
-                StatusCode::CREATED,
-                axum::Json(PutResponse { digest, size }),
-            )
-                .into_response())
-        }
-        Ok(PutOutcome::AlreadyPresent(size)) => {
-            state
-                .metrics
-                .blobs_already_present
-                .fetch_add(1, Ordering::Relaxed);
-            Ok((StatusCode::OK, axum::Json(PutResponse { digest, size })).into_response())
-        }
+        Ok(outcome) => Ok(stored(&state, digest, outcome)),
         Err(error) => {
             let reason = match &error {
                 StoreError::DigestMismatch { .. } => "digest_mismatch",
@@ -125,6 +112,21 @@ pub(super) async fn put(
             Err(error.into())
         }
     }
+}
+
+/// An upload body that counts the bytes received.
+pub(super) fn counted_upload(body: Body, metrics: Arc<Metrics>) -> UploadBody<'static> {
+    body.into_data_stream()
+        .map(move |chunk| match chunk {
+            Ok(bytes) => {
+                metrics
+                    .bytes_received
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Ok(bytes)
+            }
+            Err(e) => Err(std::io::Error::other(e)),
+        })
+        .boxed()
 }
 
 pub(super) async fn get(

@@ -4,6 +4,7 @@
 mod blobs;
 mod bundles;
 mod health;
+mod uploads;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,6 +35,10 @@ pub struct Limits {
     pub body_idle_timeout: Duration,
     /// TTL of an unnamed bundle that asks for none.
     pub default_ttl: Duration,
+    /// Largest chunk of an upload session, in bytes.
+    pub max_chunk_size: u64,
+    /// An upload session idle for this long is dropped.
+    pub session_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -44,6 +49,8 @@ impl Default for Limits {
             max_json_bytes: 32 << 20,
             body_idle_timeout: Duration::from_secs(60),
             default_ttl: Duration::from_secs(24 * 3600),
+            max_chunk_size: 32 << 20,
+            session_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -63,10 +70,13 @@ impl AppState {
     /// State over `object_store`'s in-memory store, auth disabled.
     pub(crate) fn in_memory() -> SharedState {
         Arc::new(Self {
-            store: Store::new(Arc::new(crate::store::ObjectStoreBackend::new(
-                Arc::new(object_store::memory::InMemory::new()),
-                "memory",
-            ))),
+            store: Store::new({
+                let memory = Arc::new(object_store::memory::InMemory::new());
+                Arc::new(
+                    crate::store::ObjectStoreBackend::new(memory.clone(), "memory")
+                        .with_multipart(memory),
+                )
+            }),
             auth: Authenticator::new(crate::auth::UploadAuth::Disabled),
             metrics: Arc::new(Metrics::default()),
             limits: Limits::default(),
@@ -83,6 +93,14 @@ pub fn router(state: SharedState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/v1/blobs/missing", post(blobs::missing))
         .route("/v1/blobs/{digest}", get(blobs::get).put(blobs::put))
+        .route("/v1/uploads", post(uploads::open))
+        .route(
+            "/v1/uploads/{id}",
+            get(uploads::status)
+                .patch(uploads::append)
+                .put(uploads::commit)
+                .delete(uploads::abort),
+        )
         .route("/v1/bundles", post(bundles::create).get(bundles::list))
         .route(
             "/v1/bundles/{bundle}",
@@ -127,7 +145,13 @@ struct StorageFailure(StorageErrorKind);
 /// Which storage operation a route performs, for `ferry_storage_errors_total`.
 fn storage_operation(route: &str, method: &http::Method) -> StorageOperation {
     use http::Method;
-    if route.starts_with("/v1/blobs") {
+    if route.starts_with("/v1/uploads") {
+        if method == Method::GET || method == Method::HEAD {
+            StorageOperation::BlobRead
+        } else {
+            StorageOperation::BlobWrite
+        }
+    } else if route.starts_with("/v1/blobs") {
         if method == Method::PUT {
             StorageOperation::BlobWrite
         } else {

@@ -131,6 +131,64 @@ pub trait Backend: std::fmt::Debug + Send + Sync + 'static {
 
     /// Whether the storage answers at all.
     async fn probe(&self) -> Result<(), StoreError>;
+
+    // --- Upload sessions: an object written in parts, by any replica. ---
+    // The session logic (offsets, the hash, the record) is the store's
+    // (`super::sessions`); a backend only keeps the parts.
+
+    /// The smallest part this backend takes, but for the last (object
+    /// stores want 5 MiB; local disk takes any).
+    fn min_part_size(&self) -> u64;
+
+    /// Starts an object at `key` to be written in parts; returns the id the
+    /// other part methods take (any replica may use it).
+    async fn create_parts(&self, key: &Path) -> Result<String, StoreError>;
+
+    /// Writes part `index` (0, 1, ...), which begins at byte `offset` of the
+    /// object; returns the part's id for [`Backend::complete_parts`]. A part
+    /// written again at the same index replaces the earlier one.
+    async fn put_part(&self, key: &Path, id: &str, part: PartData) -> Result<String, StoreError>;
+
+    /// Joins `parts` (the ids `put_part` returned, in order) into the object
+    /// at `key`, durable once this returns.
+    async fn complete_parts(
+        &self,
+        key: &Path,
+        id: &str,
+        parts: Vec<String>,
+    ) -> Result<(), StoreError>;
+
+    /// Drops an unfinished object and its parts; idempotent.
+    async fn abort_parts(&self, key: &Path, id: &str) -> Result<(), StoreError>;
+
+    /// Publishes the completed object at `key`, whose bytes hash to
+    /// `digest`, as that blob (the object at `key` is gone afterwards).
+    async fn publish_upload(
+        &self,
+        key: &Path,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<PutOutcome, StoreError>;
+}
+
+/// One part of an object written in parts.
+#[derive(Debug, Clone)]
+pub struct PartData {
+    pub index: usize,
+    /// Where in the object it begins.
+    pub offset: u64,
+    /// Its bytes, as they arrived (not joined into one buffer).
+    pub bytes: Vec<Bytes>,
+}
+
+impl PartData {
+    pub fn len(&self) -> u64 {
+        self.bytes.iter().map(|b| b.len() as u64).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Reads an opened blob; each backend has its own.

@@ -19,6 +19,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt as _, StreamExt as _};
 use object_store::path::Path;
 
+use super::conformance_sessions::*;
 use super::{
     Backend, BodyLimits, Prefix, PutOutcome, Store, StoreError, UploadBody, Version, WriteMode,
     layout,
@@ -52,6 +53,14 @@ pub const CASES: &[(&str, Case)] = cases![
     quarantine_moves_a_blob_where_no_reader_looks,
     fsck_counts_an_abandoned_upload_and_gc_sweeps_it,
     a_healthy_store_answers_the_probe,
+    // Upload sessions: `conformance_sessions.rs`.
+    a_session_in_chunks_commits_to_its_blob,
+    chunks_out_of_order_or_past_a_gap_are_refused,
+    a_session_with_the_wrong_digest_keeps_nothing,
+    a_session_for_a_stored_blob_commits_as_already_present,
+    an_empty_session_commits_the_empty_blob,
+    aborted_and_expired_sessions_are_gone,
+    a_chunk_over_the_maximum_is_refused_and_changes_nothing,
 ];
 
 /// Runs every case, each on a fresh, empty backend from `fresh`.

@@ -7,6 +7,8 @@
 //! | `bundles/<id>.json` | a bundle record: manifest plus the hash of its read token |
 //! | `names/<name>.json` | `{"id": ...}`: which bundle a name points to |
 //! | `tokens/<sha256 of token>.json` | `{"id": ...}`: which bundle a read token opens |
+//! | `sessions/<uuid>.json` | an upload session's record: committed offset, hash midstate, parts |
+//! | `sessions/<uuid>.part` | the session's bytes: a multipart upload on a bucket, one file on local disk; renamed into `blobs/` at commit |
 //! | `quarantine/<64 hex>` | a blob `fsck --quarantine` found damaged |
 //!
 //! Both backends use these keys as they are: the local one as paths under
@@ -24,6 +26,7 @@ pub enum Prefix {
     Names,
     Tokens,
     Quarantine,
+    Sessions,
 }
 
 impl Prefix {
@@ -35,6 +38,7 @@ impl Prefix {
             Self::Names => "names",
             Self::Tokens => "tokens",
             Self::Quarantine => "quarantine",
+            Self::Sessions => "sessions",
         }
     }
 
@@ -99,6 +103,35 @@ pub fn upload_id(key: &Path) -> Option<&str> {
         }
         _ => None,
     }
+}
+
+/// A fresh upload session's id.
+pub fn new_session_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Whether `id` could be a session id (a uuid): checked before it goes
+/// into a key.
+pub fn is_session_id(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok_and(|u| u.hyphenated().to_string() == id)
+}
+
+/// The record of upload session `id`.
+pub fn session(id: &str) -> Path {
+    Path::from(format!("sessions/{id}.json"))
+}
+
+/// Where upload session `id` keeps its bytes until commit.
+pub fn session_part(id: &str) -> Path {
+    Path::from(format!("sessions/{id}.part"))
+}
+
+/// The session id of a session record key.
+pub fn session_of_record(key: &Path) -> Option<&str> {
+    key.as_ref()
+        .strip_prefix("sessions/")?
+        .strip_suffix(".json")
+        .filter(|id| is_session_id(id))
 }
 
 pub fn bundle(id: &BundleId) -> Path {
@@ -175,6 +208,17 @@ mod tests {
         assert_eq!(upload_id(&Path::from("uploads/a/b")), None);
         assert_eq!(upload_id(&Path::from("uploadsx/a")), None);
         assert_eq!(upload_id(&Path::from("bundles/a.json")), None);
+    }
+
+    #[test]
+    fn session_keys_round_trip_and_only_uuids_are_session_ids() {
+        let id = new_session_id();
+        assert!(is_session_id(&id));
+        assert_eq!(session_of_record(&session(&id)), Some(id.as_str()));
+        assert_eq!(session_of_record(&session_part(&id)), None);
+        for bad in ["../x", "", "A0B1", &id.to_uppercase()] {
+            assert!(!is_session_id(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -16,11 +16,14 @@ mod bundles;
 #[cfg(any(test, feature = "conformance"))]
 #[doc(hidden)]
 pub mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+mod conformance_sessions;
 mod error;
 pub mod layout;
 mod local;
 mod object;
 mod open;
+mod sessions;
 
 use std::sync::Arc;
 
@@ -31,8 +34,8 @@ use futures::stream::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 
 pub use backend::{
-    Backend, BlobBody, BodyLimits, Content, Object, ObjectInfo, OpenBlob, PutOutcome, ReadBlob,
-    UploadBody, Version, WriteMode,
+    Backend, BlobBody, BodyLimits, Content, Object, ObjectInfo, OpenBlob, PartData, PutOutcome,
+    ReadBlob, UploadBody, Version, WriteMode,
 };
 pub(crate) use bundles::Pointer;
 pub use bundles::{BundleRecord, CreateError};
@@ -41,6 +44,7 @@ pub use layout::Prefix;
 pub use local::LocalBackend;
 pub use object::ObjectStoreBackend;
 pub use open::{OpenError, open};
+pub use sessions::{ChunkLimits, SessionError, SessionStatus};
 
 /// A stored blob as a listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,8 +207,9 @@ mod tests {
     #[tokio::test]
     async fn the_object_store_backend_keeps_the_storage_contract_in_memory() {
         conformance::run(|| {
+            let memory = Arc::new(InMemory::new());
             let backend: Arc<dyn Backend> =
-                Arc::new(ObjectStoreBackend::new(Arc::new(InMemory::new()), "memory"));
+                Arc::new(ObjectStoreBackend::new(memory.clone(), "memory").with_multipart(memory));
             std::future::ready(backend)
         })
         .await;

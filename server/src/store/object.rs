@@ -13,6 +13,7 @@ use bytes::Bytes;
 use ferry_core::range::ByteRange;
 use ferry_core::{Digest, Sha256Hasher};
 use futures::stream::{StreamExt, TryStreamExt};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
@@ -20,30 +21,60 @@ use object_store::{
 };
 
 use super::backend::{
-    Backend, BodyLimits, Content, Object, ObjectInfo, OpenBlob, PutOutcome, ReadBlob, UploadBody,
-    Version, WriteMode,
+    Backend, BodyLimits, Content, Object, ObjectInfo, OpenBlob, PartData, PutOutcome, ReadBlob,
+    UploadBody, Version, WriteMode,
 };
 use super::layout::{self, Prefix};
 use super::{StoreError, body};
 
 /// Multipart part size: S3 wants at least 5 MiB per part but the last.
 const CHUNK_SIZE: usize = 8 << 20;
+/// The smallest part S3 takes (but the last); GCS and Azure take any.
+const MIN_PART_SIZE: u64 = 5 << 20;
 /// How many multipart parts of one upload may be in flight at once.
 const UPLOAD_CONCURRENCY: usize = 2;
 
 /// Storage in an `object_store`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ObjectStoreBackend {
     inner: Arc<dyn ObjectStore>,
+    /// The same store's multipart API, for upload sessions (any replica
+    /// continues a multipart upload by its id); `None` for a store without
+    /// one, which then refuses sessions.
+    multipart: Option<Arc<dyn MultipartStore>>,
     description: String,
+}
+
+impl std::fmt::Debug for ObjectStoreBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreBackend")
+            .field("inner", &self.inner)
+            .field("multipart", &self.multipart.is_some())
+            .field("description", &self.description)
+            .finish()
+    }
 }
 
 impl ObjectStoreBackend {
     pub fn new(inner: Arc<dyn ObjectStore>, description: impl Into<String>) -> Self {
         Self {
             inner,
+            multipart: None,
             description: description.into(),
         }
+    }
+
+    /// Lets upload sessions write their parts through `multipart` (the
+    /// same store as `inner`, seen through its multipart API).
+    pub fn with_multipart(mut self, multipart: Arc<dyn MultipartStore>) -> Self {
+        self.multipart = Some(multipart);
+        self
+    }
+
+    fn multipart(&self) -> Result<&Arc<dyn MultipartStore>, StoreError> {
+        self.multipart.as_ref().ok_or_else(|| {
+            StoreError::Unsupported("upload sessions on a store without a multipart API".into())
+        })
     }
 
     /// Renames a verified upload to its blob key, unless that blob is
@@ -275,6 +306,59 @@ impl Backend for ObjectStoreBackend {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StoreError::from_object_store(e)),
         }
+    }
+
+    fn min_part_size(&self) -> u64 {
+        MIN_PART_SIZE
+    }
+
+    async fn create_parts(&self, key: &Path) -> Result<String, StoreError> {
+        self.multipart()?
+            .create_multipart(key)
+            .await
+            .map_err(StoreError::from_object_store)
+    }
+
+    async fn put_part(&self, key: &Path, id: &str, part: PartData) -> Result<String, StoreError> {
+        let payload = PutPayload::from_iter(part.bytes);
+        self.multipart()?
+            .put_part(key, &id.to_owned(), part.index, payload)
+            .await
+            .map(|part| part.content_id)
+            .map_err(StoreError::from_object_store)
+    }
+
+    async fn complete_parts(
+        &self,
+        key: &Path,
+        id: &str,
+        parts: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let parts = parts
+            .into_iter()
+            .map(|content_id| PartId { content_id })
+            .collect();
+        self.multipart()?
+            .complete_multipart(key, &id.to_owned(), parts)
+            .await
+            .map(drop)
+            .map_err(StoreError::from_object_store)
+    }
+
+    async fn abort_parts(&self, key: &Path, id: &str) -> Result<(), StoreError> {
+        match self.multipart()?.abort_multipart(key, &id.to_owned()).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StoreError::from_object_store(e)),
+        }
+    }
+
+    async fn publish_upload(
+        &self,
+        key: &Path,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<PutOutcome, StoreError> {
+        self.publish(key, digest, size).await
     }
 }
 

@@ -6,6 +6,7 @@ use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::multipart::MultipartStore;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, RetryConfig};
 
@@ -38,38 +39,61 @@ pub fn open(data: &str) -> Result<Store, OpenError> {
     };
     let url = url::Url::parse(data).map_err(|e| OpenError::Url(data.into(), e.to_string()))?;
     let bucket_url = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
-    let store: Arc<dyn ObjectStore> = match scheme {
-        "s3" | "s3a" => Arc::new(
+    // abfs(s):// URLs name the container in the path, so no prefix there.
+    let prefix = match url.path().trim_matches('/') {
+        _ if scheme.starts_with("ab") => "",
+        prefix => prefix,
+    };
+    let backend = match scheme {
+        "s3" | "s3a" => bucket(
             AmazonS3Builder::from_env()
                 .with_url(bucket_url.replace("s3a://", "s3://"))
                 .with_retry(retry())
                 .build()
                 .map_err(|e| OpenError::Backend(data.into(), e))?,
+            prefix,
+            data,
         ),
-        "gs" => Arc::new(
+        "gs" => bucket(
             GoogleCloudStorageBuilder::from_env()
                 .with_url(&bucket_url)
                 .with_retry(retry())
                 .build()
                 .map_err(|e| OpenError::Backend(data.into(), e))?,
+            prefix,
+            data,
         ),
-        "az" | "abfs" | "abfss" => Arc::new(
+        "az" | "abfs" | "abfss" => bucket(
             MicrosoftAzureBuilder::from_env()
                 .with_url(data)
                 .with_retry(retry())
                 .build()
                 .map_err(|e| OpenError::Backend(data.into(), e))?,
+            prefix,
+            data,
         ),
         "file" => return open_local(url.path()),
         other => return Err(OpenError::Scheme(other.into())),
     };
-    let prefix = url.path().trim_matches('/');
-    let store: Arc<dyn ObjectStore> = if prefix.is_empty() || scheme.starts_with("ab") {
-        store
+    Ok(Store::new(Arc::new(backend)))
+}
+
+/// A bucket's backend, under `prefix` if not empty, with its multipart
+/// API kept for upload sessions.
+fn bucket<T: ObjectStore + MultipartStore>(
+    store: T,
+    prefix: &str,
+    description: &str,
+) -> ObjectStoreBackend {
+    fn both<S: ObjectStore + MultipartStore>(store: S, description: &str) -> ObjectStoreBackend {
+        let store = Arc::new(store);
+        ObjectStoreBackend::new(store.clone(), description).with_multipart(store)
+    }
+    if prefix.is_empty() {
+        both(store, description)
     } else {
-        Arc::new(PrefixStore::new(store, prefix))
-    };
-    Ok(Store::new(Arc::new(ObjectStoreBackend::new(store, data))))
+        both(PrefixStore::new(store, prefix), description)
+    }
 }
 
 /// Retries that ride out a blip but surface an outage to clients (as `503`)

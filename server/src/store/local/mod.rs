@@ -12,6 +12,7 @@
 //! versions).
 
 mod chunks;
+mod parts;
 mod small;
 mod write;
 
@@ -31,8 +32,8 @@ use object_store::path::Path;
 use self::small::{FileId, SmallBlobs};
 use super::StoreError;
 use super::backend::{
-    Backend, BodyLimits, Content, Object, ObjectInfo, OpenBlob, PutOutcome, ReadBlob, UploadBody,
-    Version, WriteMode,
+    Backend, BodyLimits, Content, Object, ObjectInfo, OpenBlob, PartData, PutOutcome, ReadBlob,
+    UploadBody, Version, WriteMode,
 };
 use super::layout::{self, Prefix};
 use super::object::ObjectStoreBackend;
@@ -245,6 +246,42 @@ impl Backend for LocalBackend {
 
     async fn probe(&self) -> Result<(), StoreError> {
         self.objects.probe().await
+    }
+
+    fn min_part_size(&self) -> u64 {
+        1
+    }
+
+    async fn create_parts(&self, key: &Path) -> Result<String, StoreError> {
+        parts::create(self.file(key)).await
+    }
+
+    async fn put_part(&self, key: &Path, _id: &str, part: PartData) -> Result<String, StoreError> {
+        parts::put(self.file(key), part).await
+    }
+
+    async fn complete_parts(
+        &self,
+        key: &Path,
+        _id: &str,
+        parts: Vec<String>,
+    ) -> Result<(), StoreError> {
+        parts::complete(self.file(key), &parts).await
+    }
+
+    async fn abort_parts(&self, key: &Path, _id: &str) -> Result<(), StoreError> {
+        parts::abort(self.file(key)).await
+    }
+
+    async fn publish_upload(
+        &self,
+        key: &Path,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<PutOutcome, StoreError> {
+        self.small.forget(digest);
+        let target = self.root.join(layout::blob_key(digest));
+        parts::publish(self.file(key), target, size).await
     }
 }
 

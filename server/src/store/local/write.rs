@@ -82,7 +82,7 @@ fn sink_error(error: SinkError) -> StoreError {
     }
 }
 
-fn create_upload_file(path: &Path) -> std::io::Result<File> {
+pub(super) fn create_upload_file(path: &Path) -> std::io::Result<File> {
     let open = || File::options().write(true).create_new(true).open(path);
     match open() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -102,7 +102,12 @@ fn create_upload_file(path: &Path) -> std::io::Result<File> {
 /// that renames first is harmless: either rename leaves the blob whole. The
 /// `uploads/` side need not be durable: an entry left there by a crash is
 /// an abandoned upload, which GC removes.
-fn publish(file: &File, upload: &Path, target: &Path, size: u64) -> Result<PutOutcome, StoreError> {
+pub(super) fn publish(
+    file: &File,
+    upload: &Path,
+    target: &Path,
+    size: u64,
+) -> Result<PutOutcome, StoreError> {
     if target.exists() {
         return Ok(PutOutcome::AlreadyPresent(size));
     }

@@ -1,0 +1,319 @@
+//! Upload sessions end to end, against spawned `ferry-server`s on loopback:
+//! a session begun on one replica of a bucket (moto) and finished by
+//! another after the first was killed with SIGKILL; a 40 MiB file staged
+//! by `ferry stage` through a real nginx reverse proxy that refuses bodies
+//! over 1 MiB; a killed `ferry stage` resumed from the server's committed
+//! offset; and the client's digest cache: a cache hit reads no file data
+//! (counted by the kernel: `rchar` of the finished `ferry` process, read
+//! from `/proc/<pid>/io` before it is reaped), a touched but identical file
+//! is hashed and not uploaded again, an edited one is uploaded.
+//!
+//! Build first: `cargo build --workspace --bins`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+use ferry_core::Digest;
+use ferry_tests::moto::Moto;
+use ferry_tests::nginx::Nginx;
+use ferry_tests::{FerryServer, bin, require_tool, wait_until, write_pseudo_random_file};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("HTTP client")
+}
+
+/// `ferry` against `url` with `server`'s token, its cache in `dir/cache`.
+fn ferry_command(url: &str, server: &FerryServer, dir: &Path, args: &[&str]) -> Command {
+    let token = dir.join("upload-token");
+    std::fs::write(&token, &server.token).expect("token file");
+    let mut command = Command::new(bin("ferry"));
+    command
+        .args(["--quiet", "--server", url, "--token-file"])
+        .arg(&token)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("FERRY_SERVER")
+        .env_remove("FERRY_TOKEN")
+        .env_remove("FERRY_TOKEN_FILE")
+        .env_remove("FERRY_NO_DIGEST_CACHE")
+        .env_remove("FERRY_CHUNK_SIZE")
+        .env("FERRY_CACHE_DIR", dir.join("cache"))
+        .env("XDG_CONFIG_HOME", dir.join("no-config"))
+        .env("KUBECONFIG", dir.join("no-kubeconfig"));
+    command
+}
+
+fn stage_json(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "ferry stage failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("stage JSON")
+}
+
+/// Modification time an hour back: old enough for the digest cache.
+fn age(path: &Path) {
+    let file = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open");
+    file.set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .expect("set mtime");
+}
+
+/// Runs `command` to its end and returns its output and the bytes it read
+/// (`rchar`: every read(2) of files and sockets), taken by a small python
+/// parent between the child's exit and its reaping (`waitid(WNOWAIT)`).
+fn run_counting_reads(command: &Command) -> (Output, u64) {
+    let python = require_tool("python3", "FERRY_TEST_PYTHON", &["python3"])
+        .expect("python3 is needed to read /proc/<pid>/io");
+    let script = r#"
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:])
+os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
+io = open(f"/proc/{p.pid}/io").read()
+rchar = [l.split()[1] for l in io.splitlines() if l.startswith("rchar:")][0]
+sys.stderr.write(f"\nrchar={rchar}\n")
+sys.exit(p.wait())
+"#;
+    let mut wrapped = Command::new(python);
+    wrapped
+        .arg("-c")
+        .arg(script)
+        .arg(command.get_program())
+        .args(command.get_args());
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    let output = wrapped.output().expect("run ferry under python");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let rchar = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("rchar="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rchar in: {stderr}"));
+    (output, rchar)
+}
+
+#[test]
+fn a_cache_hit_reads_no_file_data_and_touched_or_edited_files_are_handled() {
+    let server = FerryServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.jar");
+    write_pseudo_random_file(&big, 1, 24 * MIB);
+    let small = dir.path().join("small.jar");
+    write_pseudo_random_file(&small, 2, 300_000);
+    age(&big);
+    age(&small);
+    let stage = || {
+        ferry_command(
+            &server.url,
+            &server,
+            dir.path(),
+            &["stage", "--output", "json", "big.jar", "small.jar"],
+        )
+    };
+    let (first, read_first) = run_counting_reads(&stage());
+    let first = stage_json(&first);
+    assert_eq!(first["uploaded"]["files"], 2, "{first}");
+    // The measurement sees file reads: the first run read both files.
+    assert!(read_first >= 24 * MIB, "first run read {read_first} bytes");
+
+    let (second, read_second) = run_counting_reads(&stage());
+    let second = stage_json(&second);
+    assert_eq!(second["uploaded"]["files"], 0, "{second}");
+    assert_eq!(second["entries"], first["entries"]);
+    assert!(
+        read_second < MIB,
+        "a cache hit read {read_second} bytes (the files are {} bytes)",
+        24 * MIB + 300_000
+    );
+
+    // Touched: the same bytes under a new modification time.
+    let received = server.metric("ferry_bytes_received_total");
+    std::fs::File::options()
+        .write(true)
+        .open(&small)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(1800))
+        .unwrap();
+    let (touched, read_touched) = run_counting_reads(&stage());
+    let touched = stage_json(&touched);
+    assert_eq!(touched["uploaded"]["files"], 0, "{touched}");
+    assert!(read_touched >= 300_000, "the touched file was hashed again");
+    assert!(read_touched < 2 * MIB, "only the touched file was read");
+    assert_eq!(server.metric("ferry_bytes_received_total"), received);
+
+    // Edited: other bytes, uploaded.
+    write_pseudo_random_file(&small, 3, 300_000);
+    let edited = stage_json(&stage().output().unwrap());
+    assert_eq!(edited["uploaded"]["files"], 1, "{edited}");
+    assert_ne!(edited["entries"], first["entries"]);
+}
+
+#[test]
+fn a_forty_mib_file_stages_through_a_proxy_that_takes_one_mib_bodies() {
+    let server = FerryServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let Some(relay) = Nginx::builder(root.path())
+        .location(&format!(
+            "location /v1/ {{ proxy_pass http://127.0.0.1:{}; client_max_body_size 1m; \
+             proxy_request_buffering off; }}",
+            server.port
+        ))
+        .start()
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.jar");
+    let digest = write_pseudo_random_file(&file, 4, 40 * MIB);
+    // The proxy's limit is real: a whole-file PUT through it is refused.
+    let whole = http()
+        .put(format!("{}/v1/blobs/{digest}", relay.url))
+        .bearer_auth(&server.token)
+        .body(vec![0u8; 2 * MIB as usize])
+        .send()
+        .expect("PUT through the proxy");
+    assert_eq!(whole.status(), 413);
+    // No chunk size given: ferry finds one the proxy takes (16 MiB refused,
+    // halved until a chunk passes).
+    let mut command = ferry_command(
+        &relay.url,
+        &server,
+        dir.path(),
+        &["stage", "--output", "json", "app.jar"],
+    );
+    let staged = stage_json(&command.output().unwrap());
+    assert_eq!(staged["entries"][0]["digest"], digest.to_string());
+    assert_eq!(staged["uploaded"]["files"], 1);
+    let stored = http()
+        .get(server.at(&format!("/v1/blobs/{digest}")))
+        .bearer_auth(&server.token)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(Digest::of(&stored), digest);
+}
+
+#[test]
+fn a_killed_ferry_stage_resumes_from_the_committed_offset() {
+    let server = FerryServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("huge.jar");
+    let size = 160 * MIB;
+    let digest = write_pseudo_random_file(&file, 5, size);
+    let stage = || {
+        let mut command = ferry_command(
+            &server.url,
+            &server,
+            dir.path(),
+            &["stage", "--output", "json", "huge.jar"],
+        );
+        command.env("FERRY_CHUNK_SIZE", MIB.to_string());
+        command
+    };
+    let mut first = stage().spawn().expect("spawn ferry stage");
+    let started = wait_until(Duration::from_secs(60), || {
+        server.metric("ferry_bytes_received_total") >= 16 * MIB
+    });
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(started, "the first run sent 16 MiB: {}", server.log());
+    let before = server.metric("ferry_bytes_received_total");
+    assert!(before < size, "killed before the end ({before} bytes sent)");
+    let resumed = stage_json(&stage().output().unwrap());
+    assert_eq!(resumed["entries"][0]["digest"], digest.to_string());
+    let after = server.metric("ferry_bytes_received_total");
+    // Only what was not committed is sent again (at most one chunk twice).
+    assert!(
+        after - before <= size - before + MIB,
+        "the second run sent {} bytes of {size}",
+        after - before
+    );
+    assert!(after - before < size, "the second run resumed");
+}
+
+#[test]
+fn a_session_begun_on_a_killed_replica_is_finished_by_another() {
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket("sessions");
+    let start = || {
+        let mut builder = FerryServer::builder()
+            .data("s3://sessions")
+            .token("sessions-upload-token-0123456789")
+            .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9");
+        for (k, v) in moto.env() {
+            builder = builder.env(k, v);
+        }
+        builder.start()
+    };
+    let mut first = start();
+    let second = start();
+    let client = http();
+    let bytes = ferry_tests::pseudo_random_bytes(6, (11 * MIB) as usize);
+    let digest = Digest::of(&bytes);
+    let opened: Value = client
+        .post(first.at("/v1/uploads"))
+        .bearer_auth(&first.token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(opened["min_chunk"], 5 * MIB, "{opened}");
+    let id = opened["id"].as_str().unwrap().to_owned();
+    let patch = |server: &FerryServer, from: usize, to: usize| {
+        client
+            .patch(server.at(&format!("/v1/uploads/{id}")))
+            .bearer_auth(&server.token)
+            .header("content-range", format!("bytes {from}-{}/*", to - 1))
+            .body(bytes[from..to].to_vec())
+            .send()
+            .unwrap()
+    };
+    let chunk = (5 * MIB) as usize;
+    assert_eq!(patch(&first, 0, chunk).status(), 202);
+    first.kill();
+    let status: Value = client
+        .get(second.at(&format!("/v1/uploads/{id}")))
+        .bearer_auth(&second.token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(status["offset"], chunk, "{status}");
+    assert_eq!(patch(&second, chunk, 2 * chunk).status(), 202);
+    assert_eq!(patch(&second, 2 * chunk, bytes.len()).status(), 202);
+    let committed = client
+        .put(second.at(&format!("/v1/uploads/{id}?digest={digest}")))
+        .bearer_auth(&second.token)
+        .send()
+        .unwrap();
+    assert_eq!(committed.status(), 201, "{}", second.log());
+    let stored = client
+        .get(second.at(&format!("/v1/blobs/{digest}")))
+        .bearer_auth(&second.token)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(stored.len(), bytes.len());
+    assert_eq!(Digest::of(&stored), digest);
+}
