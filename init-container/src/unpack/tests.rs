@@ -88,7 +88,7 @@ impl Root {
     fn parent(&self) -> OwnedFd {
         rustix::fs::openat(
             CWD,
-            &self.path("dest"),
+            self.path("dest"),
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
@@ -386,7 +386,7 @@ fn an_environment_tree_keeps_modes_links_and_times() {
     let unpacked = root
         .unpack(&bytes, ArchiveKind::TarGz, &Limits::default())
         .unwrap();
-    assert_eq!(unpacked.bytes, 5 + 6 + 0);
+    assert_eq!(unpacked.bytes, 5 + 6, "python3.11 and __init__.py");
     let env = root.path("dest/env");
     let python = std::fs::metadata(env.join("bin/python3.11")).unwrap();
     assert_eq!(
