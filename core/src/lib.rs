@@ -7,6 +7,7 @@
 //! apart. Nothing in this crate does I/O.
 
 pub mod api;
+pub mod archive;
 pub mod bundle;
 pub mod digest;
 pub mod midstate;

@@ -35,6 +35,13 @@
 //!   of the environment variable holding its value (set in the pod from a
 //!   `secretKeyRef`), so no secret is ever written into the plan. Absent,
 //!   the store is configured from its standard environment only.
+//! - `items[].unpack`: optional, default `false`. `true` for Spark's
+//!   `archives` group: the file is an archive, unpacked into the directory
+//!   `dest/name` (its kind from the file name, as Spark chooses it: `.jar`,
+//!   `.zip`, `.tar.gz`/`.tgz`, `.tar`; any other name is delivered as a
+//!   file with a warning). Said explicitly so a `.zip` in `--files` is never
+//!   unpacked by guess. An entry of a whole bundle that an unpack item names
+//!   exactly is placed by that item only.
 //!
 //! How the schema evolves: unknown fields are refused, so a ferry-init that
 //! predates a field refuses a plan using it instead of silently doing less
@@ -74,6 +81,10 @@ pub struct PlanItem {
     /// other entry lands under `dest` with its full path.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub groups: BTreeMap<String, String>,
+    /// Unpack the archive into the directory `dest/name` (Spark's
+    /// `archives`); absent means a file, as in every plan before it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpack: bool,
     /// How to reach the item's object store (see the module doc).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreSettings>,
@@ -142,6 +153,7 @@ impl PlanItem {
             name: None,
             groups,
             store: None,
+            unpack: false,
         }
     }
 
@@ -153,6 +165,15 @@ impl PlanItem {
             name: Some(name),
             groups: BTreeMap::new(),
             store: None,
+            unpack: false,
+        }
+    }
+
+    /// An archive unpacked into the directory `dest/name`.
+    pub fn archive(uri: SourceUri, dest: String, name: EntryPath) -> Self {
+        Self {
+            unpack: true,
+            ..Self::file(uri, dest, name)
         }
     }
 }
@@ -215,8 +236,10 @@ mod tests {
             name: None,
             groups: BTreeMap::new(),
             store: None,
+            unpack: false,
         }]);
         assert_eq!(FetchPlan::from_json(&plan.to_json()).unwrap(), plan);
+        assert!(!plan.to_json().contains("unpack"), "absent when false");
         let relative = plan.to_json().replace("/var/ferry/jars", "jars");
         assert!(matches!(
             FetchPlan::from_json(&relative),
@@ -254,5 +277,24 @@ mod tests {
             Err(PlanError::Json(_))
         ));
         assert!(is_env_name("_A1") && !is_env_name("1A") && !is_env_name(""));
+    }
+
+    #[test]
+    fn the_unpack_flag_is_explicit_and_optional() {
+        let archive = PlanItem::archive(
+            SourceUri::parse("s3a://b/env.tar.gz").unwrap(),
+            "/var/ferry/archives".into(),
+            EntryPath::parse("environment").unwrap(),
+        );
+        let plan = FetchPlan::new(vec![archive]);
+        let json = plan.to_json();
+        assert!(json.contains("\"unpack\": true"), "{json}");
+        assert_eq!(FetchPlan::from_json(&json).unwrap(), plan);
+        // A plan written before the field reads as files.
+        let old = json.replace(",\n      \"unpack\": true", "");
+        assert!(
+            !FetchPlan::from_json(&old).unwrap().items[0].unpack,
+            "{old}"
+        );
     }
 }

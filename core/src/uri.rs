@@ -225,6 +225,22 @@ impl SourceUri {
         }
     }
 
+    /// One entry of a bundle, `ferry://<bundle>/<entry>` (escaped as the
+    /// parser unescapes it).
+    pub fn bundle_entry(bundle: &BundleRef, entry: &EntryPath) -> Self {
+        Self {
+            text: format!(
+                "ferry://{bundle}/{}",
+                utf8_percent_encode(entry.as_str(), PATH_ESCAPES)
+            ),
+            kind: SourceKind::Ferry {
+                bundle: bundle.clone(),
+                path: Some(entry.clone()),
+            },
+            pin: None,
+        }
+    }
+
     pub fn kind(&self) -> &SourceKind {
         &self.kind
     }

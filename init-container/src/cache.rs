@@ -96,7 +96,26 @@ impl Cache {
     /// Waits for the exclusive lock on `digest` (cancellable: the caller's
     /// timeout drops this future between polls).
     pub async fn lock(&self, digest: &Digest) -> Result<CacheLock, FetchError> {
-        let path = self.root.join("locks").join(digest.hex());
+        self.lock_file(self.root.join("locks").join(digest.hex()))
+            .await
+    }
+
+    /// The lock on the unpacked tree of archive `digest` (a lock of its
+    /// own: building a tree takes the archive's lock too).
+    pub async fn lock_tree(&self, digest: &Digest) -> Result<CacheLock, FetchError> {
+        self.lock_file(
+            self.root
+                .join("locks")
+                .join(format!("tree-{}", digest.hex())),
+        )
+        .await
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    async fn lock_file(&self, path: PathBuf) -> Result<CacheLock, FetchError> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

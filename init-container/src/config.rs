@@ -34,7 +34,7 @@ pub struct Cli {
     #[arg(long, env = "FERRY_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
-    /// JSON fetch plan file (schema version 1: {"version":1,"items":[{"uri","dest","name"?,"groups"?}]}).
+    /// JSON fetch plan file (schema version 1: {"version":1,"items":[{"uri","dest","name"?,"groups"?,"unpack"?}]}).
     #[arg(long, env = "FERRY_PLAN", value_name = "FILE")]
     pub plan: Option<PathBuf>,
 
@@ -179,6 +179,8 @@ pub struct Item {
     /// How to reach the item's object store, from the plan; `None`: the
     /// store's standard environment.
     pub store: Option<StoreSettings>,
+    /// Unpack the archive into the directory `dest/name`.
+    pub unpack: bool,
 }
 
 impl From<PlanItem> for Item {
@@ -193,6 +195,7 @@ impl From<PlanItem> for Item {
                 .map(|(group, dir)| (group, PathBuf::from(dir)))
                 .collect(),
             store: item.store.filter(|s| !s.is_empty()),
+            unpack: item.unpack,
         }
     }
 }
@@ -289,6 +292,7 @@ fn command_line_items(cli: &Cli, cwd: &Path) -> Result<Vec<Item>, ConfigError> {
             name: None,
             groups: groups.clone(),
             store: None,
+            unpack: false,
         });
     }
     for (list, dir, flag, dir_flag) in [
@@ -315,6 +319,7 @@ fn command_line_items(cli: &Cli, cwd: &Path) -> Result<Vec<Item>, ConfigError> {
                 name: None,
                 groups: groups.clone(),
                 store: None,
+                unpack: false,
             });
         }
     }

@@ -37,6 +37,8 @@ pub enum FetchError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot unpack the archive")]
+    Unpack(#[source] crate::unpack::UnpackError),
     #[error("{0}")]
     Invalid(String),
 }

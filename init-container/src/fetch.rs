@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ferry_core::archive::ArchiveKind;
 use ferry_core::{Digest, EntryPath, Sha256Hasher};
 use ferry_io::{RetryPolicy, Sink, Transient, hash_file, hash_reader};
 use futures::StreamExt;
@@ -13,6 +14,7 @@ use crate::cache::{CACHE_MODE, Cache};
 use crate::error::FetchError;
 use crate::source::Source;
 use crate::source::file::check_local;
+use crate::unpack::{self, Unpacked};
 use crate::write::{DestDir, Partial};
 
 /// How an item came to be in place.
@@ -47,6 +49,8 @@ pub struct Target {
     pub digest: Option<Digest>,
     pub size: Option<u64>,
     pub mode: u32,
+    /// Unpack it into the directory `dest/path` (a Spark archive).
+    pub unpack: Option<ArchiveKind>,
 }
 
 /// Runs blocking file work off the async runtime.
@@ -81,6 +85,9 @@ pub async fn check(path: PathBuf, pin: Option<Digest>) -> Result<Done, FetchErro
 
 /// Puts `target` in place.
 pub async fn fetch(ctx: &Context, target: &Target) -> Result<Done, FetchError> {
+    if let Some(kind) = target.unpack {
+        return fetch_archive(ctx, target, kind).await;
+    }
     if let Some(digest) = target.digest
         && let Some(bytes) =
             already_present(target.dest.clone(), target.path.clone(), digest).await?
@@ -142,15 +149,34 @@ async fn fetch_through_cache(
     digest: Digest,
     target: &Target,
 ) -> Result<Done, FetchError> {
+    let (cache_file, outcome, received, lock) = cached_file(ctx, cache, digest, target).await?;
+    let (dest, path, mode) = (target.dest.clone(), target.path.clone(), target.mode);
+    let bytes = blocking(move || place_from_cache(&dest, &path, &cache_file, mode)).await?;
+    drop(lock);
+    Ok(Done {
+        outcome,
+        bytes,
+        received,
+    })
+}
+
+/// The verified cache file for `digest`, downloaded into the cache first
+/// when it is not there, with the digest's lock (held until dropped).
+async fn cached_file(
+    ctx: &Context,
+    cache: Arc<Cache>,
+    digest: Digest,
+    target: &Target,
+) -> Result<(PathBuf, Outcome, u64, crate::cache::CacheLock), FetchError> {
     let lock = cache.lock(&digest).await?;
     let found = {
         let (cache, lock) = (cache.clone(), lock.clone());
         blocking(move || cache.lookup(&lock, &digest)).await?
     };
-    let (cache_file, outcome, received) = match found {
+    match found {
         Some((path, hit)) => {
             tracing::debug!(path = %path.display(), ?hit, "cache hit");
-            (path, Outcome::FromCache, 0)
+            Ok((path, Outcome::FromCache, 0, lock))
         }
         None => {
             let entry = Cache::entry_path(&digest);
@@ -166,26 +192,182 @@ async fn fetch_through_cache(
                 &ctx.retry,
             )
             .await?;
-            let (cache, lock) = (cache.clone(), lock.clone());
+            let (cache, held) = (cache.clone(), lock.clone());
             let path = blocking(move || {
                 partial
                     .commit(CACHE_MODE)
                     .map_err(|e| FetchError::io("committing a cache file", e))?;
-                cache.seal(&lock, &digest)?;
+                cache.seal(&held, &digest)?;
                 Ok(cache.objects().root().join(entry.as_str()))
             })
             .await?;
-            (path, Outcome::Fetched, received)
+            Ok((path, Outcome::Fetched, received, lock))
+        }
+    }
+}
+
+/// Puts an archive item in place: the verified archive (from the node
+/// cache, or downloaded to a temp file beside the target) unpacked into the
+/// directory `dest/path` (see [`crate::unpack`]). With a digest, a tree
+/// already unpacked from it is kept as it is.
+async fn fetch_archive(
+    ctx: &Context,
+    target: &Target,
+    kind: ArchiveKind,
+) -> Result<Done, FetchError> {
+    let digest = target.digest;
+    if let Some(digest) = digest {
+        let (dest, path) = (target.dest.clone(), target.path.clone());
+        let found = blocking(move || {
+            let parent = dest.parent_dir(&path)?;
+            unpack::already_unpacked(&parent, path.file_name(), &digest).map_err(FetchError::Unpack)
+        })
+        .await?;
+        if let Some(Unpacked { bytes, .. }) = found {
+            return Ok(Done {
+                outcome: Outcome::AlreadyPresent,
+                bytes,
+                received: 0,
+            });
+        }
+    }
+    let (file, partial, outcome, received) = match (&ctx.cache, digest) {
+        (Some(cache), Some(digest)) => {
+            return fetch_archive_cached(ctx, cache.clone(), digest, target, kind).await;
+        }
+        _ => {
+            let (dest, temp) = (target.dest.clone(), archive_temp_path(&target.path));
+            let partial = blocking(move || dest.partial(&temp)).await?;
+            let (partial, received, _) = download(
+                target.source.as_ref(),
+                partial,
+                digest,
+                target.size,
+                &ctx.retry,
+            )
+            .await?;
+            let file = partial
+                .file
+                .try_clone()
+                .map_err(|e| FetchError::io("opening a downloaded archive", e))?;
+            (file, Some(partial), Outcome::Fetched, received)
         }
     };
-    let (dest, path, mode) = (target.dest.clone(), target.path.clone(), target.mode);
-    let bytes = blocking(move || place_from_cache(&dest, &path, &cache_file, mode)).await?;
-    drop(lock);
+    let (dest, path, limits) = (target.dest.clone(), target.path.clone(), ctx.unpack_limits);
+    let unpacked = blocking(move || {
+        let mut file = file;
+        let parent = dest.parent_dir(&path)?;
+        let parent_path = match path.as_str().rsplit_once('/') {
+            Some((above, _)) => dest.root().join(above),
+            None => dest.root().to_path_buf(),
+        };
+        let result = unpack::unpack(
+            &mut file,
+            kind,
+            &parent,
+            &parent_path,
+            path.file_name(),
+            digest.as_ref(),
+            &limits,
+        );
+        // The archive is not kept beside its tree, unpacked or not: a
+        // failure to unpack a verified archive is the same on a rerun.
+        if let Some(partial) = partial {
+            partial.discard();
+        }
+        result.map_err(FetchError::Unpack)
+    })
+    .await?;
+    tracing::info!(
+        dest = target.dest.display(&target.path),
+        entries = unpacked.entries,
+        bytes = unpacked.bytes,
+        %kind,
+        "unpacked"
+    );
     Ok(Done {
         outcome,
-        bytes,
+        bytes: unpacked.bytes,
         received,
     })
+}
+
+/// An archive item with a node cache: the tree unpacked once per node
+/// into the cache (from the cached archive), then placed by hard links
+/// (see [`crate::unpack::cached`]).
+async fn fetch_archive_cached(
+    ctx: &Context,
+    cache: Arc<Cache>,
+    digest: Digest,
+    target: &Target,
+    kind: ArchiveKind,
+) -> Result<Done, FetchError> {
+    use crate::unpack::cached;
+    let lock = cache.lock_tree(&digest).await?;
+    let root = cache.root().to_path_buf();
+    let found = {
+        let root = root.clone();
+        blocking(move || {
+            let (shard, _) = cached::shard(&root, &digest).map_err(FetchError::Unpack)?;
+            cached::lookup(&shard, &digest).map_err(FetchError::Unpack)
+        })
+        .await?
+    };
+    let (outcome, received) = if found {
+        (Outcome::FromCache, 0)
+    } else {
+        let (path, outcome, received, blob_lock) =
+            cached_file(ctx, cache.clone(), digest, target).await?;
+        // An open file outlives the lock (and the entry's removal).
+        let file = std::fs::File::open(&path)
+            .map_err(|e| FetchError::io(format!("opening {}", path.display()), e))?;
+        drop(blob_lock);
+        let (root, limits) = (root.clone(), ctx.unpack_limits);
+        let built = blocking(move || {
+            let mut file = file;
+            let (shard, shard_path) = cached::shard(&root, &digest).map_err(FetchError::Unpack)?;
+            let (_, name) = cached::tree_place(&digest);
+            let built = unpack::unpack(&mut file, kind, &shard, &shard_path, &name, None, &limits)
+                .and_then(|built| cached::seal(&shard, &digest).map(|()| built))
+                .map_err(FetchError::Unpack)?;
+            Ok(built)
+        })
+        .await?;
+        tracing::info!(%digest, entries = built.entries, bytes = built.bytes, %kind, "unpacked into the node cache");
+        (outcome, received)
+    };
+    let (dest, path) = (target.dest.clone(), target.path.clone());
+    let placed = blocking(move || {
+        let parent = dest.parent_dir(&path)?;
+        let (shard, _) = cached::shard(&root, &digest).map_err(FetchError::Unpack)?;
+        cached::place(&shard, &digest, &parent, path.file_name()).map_err(FetchError::Unpack)
+    })
+    .await?;
+    drop(lock);
+    tracing::info!(
+        dest = target.dest.display(&target.path),
+        entries = placed.entries,
+        bytes = placed.bytes,
+        "placed from the node cache"
+    );
+    Ok(Done {
+        outcome,
+        bytes: placed.bytes,
+        received,
+    })
+}
+
+/// Where an archive is downloaded before it is unpacked: beside its
+/// target, under a fixed-length hidden name.
+fn archive_temp_path(path: &EntryPath) -> EntryPath {
+    let hash = Digest::of(path.as_str().as_bytes()).hex();
+    let name = format!(".ferry-archive-{}", &hash[..16]);
+    let text = match path.as_str().rsplit_once('/') {
+        Some((above, _)) => format!("{above}/{name}"),
+        None => name,
+    };
+    // A valid path's parent plus a short ASCII name is valid.
+    EntryPath::parse(&text).unwrap_or_else(|_| path.clone())
 }
 
 /// Hard-links (files without execute bits) or copies a verified cache file

@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod report;
 pub mod resolve;
 pub mod source;
+pub mod unpack;
 pub mod write;
 
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct Context {
     pub stores: Stores,
     pub retry: RetryPolicy,
     pub cache: Option<Arc<Cache>>,
+    /// Bounds on every archive item's unpacked tree.
+    pub unpack_limits: unpack::Limits,
 }
 
 impl Context {
@@ -77,6 +80,7 @@ impl Context {
             stores: Stores::default(),
             retry: config.retry,
             cache,
+            unpack_limits: unpack::Limits::default(),
         })
     }
 }

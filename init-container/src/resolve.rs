@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ferry_core::api::{Entry, Manifest};
+use ferry_core::archive::ArchiveKind;
 use ferry_core::plan::StoreSettings;
 use ferry_core::uri::SourceKind;
 use ferry_core::{BundleRef, Digest, EntryPath, SourceUri};
@@ -59,6 +60,7 @@ pub async fn resolve(ctx: &Context, items: &[Item]) -> (Vec<Task>, Vec<Failure>)
         tasks: Vec::new(),
         failures: Vec::new(),
         landed: HashMap::new(),
+        claimed: claimed_entries(items),
     };
     for item in items {
         if let Err(error) = resolver.item(item).await {
@@ -81,6 +83,41 @@ struct Resolver<'a> {
     /// Final path → (URI, digest) of what lands there, to catch two items
     /// aiming at one file.
     landed: HashMap<PathBuf, (String, Option<Digest>)>,
+    /// Bundle entries an unpack item names exactly: the whole-bundle item
+    /// that also lists them leaves them to it.
+    claimed: std::collections::HashSet<(BundleRef, EntryPath)>,
+}
+
+/// The bundle entries that unpack items name one by one.
+fn claimed_entries(items: &[Item]) -> std::collections::HashSet<(BundleRef, EntryPath)> {
+    items
+        .iter()
+        .filter(|item| item.unpack)
+        .filter_map(|item| match item.uri.kind() {
+            SourceKind::Ferry {
+                bundle,
+                path: Some(path),
+            } => Some((bundle.clone(), path.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The archive kind to unpack `file_name` as, for an unpack item; like
+/// Spark, a name of no known kind is delivered as a file, with a warning.
+fn unpack_kind(item: &Item, file_name: &str) -> Option<ArchiveKind> {
+    if !item.unpack {
+        return None;
+    }
+    let kind = ArchiveKind::from_name(file_name);
+    if kind.is_none() {
+        tracing::warn!(
+            uri = %item.uri,
+            file_name,
+            "not an archive Spark unpacks (.jar, .zip, .tar.gz, .tgz, .tar); delivered as a file"
+        );
+    }
+    kind
 }
 
 impl Resolver<'_> {
@@ -108,14 +145,22 @@ impl Resolver<'_> {
                         .map_err(|e| FetchError::Invalid(e.to_string()))?,
                 };
                 let dest = required_dest(item)?;
+                let unpack = if item.unpack {
+                    let file_name = item
+                        .uri
+                        .file_name()
+                        .map_err(|e| FetchError::Invalid(e.to_string()))?;
+                    unpack_kind(item, file_name.as_str())
+                } else {
+                    None
+                };
                 self.push_fetch(
                     item.uri.as_str().to_owned(),
                     source,
                     &dest,
                     path,
-                    item.uri.pin(),
-                    None,
-                    DEFAULT_MODE,
+                    (item.uri.pin(), None, DEFAULT_MODE),
+                    unpack,
                 )
             }
         }
@@ -242,7 +287,8 @@ impl Resolver<'_> {
                 .clone()
                 .unwrap_or_else(|| file_name_of(&entry.path));
             let source = Arc::new(self.server()?.blob(&entry.digest, token)?);
-            return self.push_entry(uri_of(entry), source, &dest, name, entry);
+            let unpack = unpack_kind(item, entry.path.file_name());
+            return self.push_entry(uri_of(entry), source, &dest, name, entry, unpack);
         }
         // A folder, or the whole bundle.
         let prefix = path.map(|p| format!("{p}/"));
@@ -253,6 +299,7 @@ impl Resolver<'_> {
                 prefix
                     .as_deref()
                     .is_none_or(|prefix| e.path.as_str().starts_with(prefix))
+                    && (item.unpack || !self.claimed.contains(&(bundle.clone(), e.path.clone())))
             })
             .collect();
         if selected.is_empty() {
@@ -274,7 +321,7 @@ impl Resolver<'_> {
             };
             let result = placed.and_then(|(dest, rel)| {
                 let source = Arc::new(self.server()?.blob(&entry.digest, token.clone())?);
-                self.push_entry(uri.clone(), source, &dest, rel, entry)
+                self.push_entry(uri.clone(), source, &dest, rel, entry, None)
             });
             if let Err(error) = result {
                 self.failures.push(Failure {
@@ -320,6 +367,7 @@ impl Resolver<'_> {
         dest: &Path,
         path: EntryPath,
         entry: &Entry,
+        unpack: Option<ArchiveKind>,
     ) -> Result<(), FetchError> {
         let mode = entry.mode.map_or(DEFAULT_MODE, |m| m & 0o777);
         self.push_fetch(
@@ -327,23 +375,22 @@ impl Resolver<'_> {
             source,
             dest,
             path,
-            Some(entry.digest),
-            Some(entry.size),
-            mode,
+            (Some(entry.digest), Some(entry.size), mode),
+            unpack,
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// `expected` is the digest, size and mode the file must have.
     fn push_fetch(
         &mut self,
         uri: String,
         source: Arc<dyn Source>,
         dest: &Path,
         path: EntryPath,
-        digest: Option<Digest>,
-        size: Option<u64>,
-        mode: u32,
+        expected: (Option<Digest>, Option<u64>, u32),
+        unpack: Option<ArchiveKind>,
     ) -> Result<(), FetchError> {
+        let (digest, size, mode) = expected;
         let final_path = dest.join(path.as_str());
         if let Some((other, other_digest)) = self.landed.get(&final_path) {
             if digest.is_some() && *other_digest == digest {
@@ -374,6 +421,7 @@ impl Resolver<'_> {
                 digest,
                 size,
                 mode,
+                unpack,
             }),
         });
         Ok(())

@@ -73,6 +73,12 @@ impl DestDir {
     /// Opens the directory that holds `path`, creating missing components,
     /// refusing any component that is a symlink or not a directory.
     fn parent_of(&self, path: &EntryPath) -> Result<OwnedFd, FetchError> {
+        self.parent_dir(path)
+    }
+
+    /// The directory that will hold `path` (created as needed, never
+    /// through a symlink), for callers that create entries themselves.
+    pub fn parent_dir(&self, path: &EntryPath) -> Result<OwnedFd, FetchError> {
         let segments: Vec<&str> = path.segments().collect();
         let mut current = self
             .fd

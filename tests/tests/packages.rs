@@ -606,6 +606,7 @@ fn resolution_errors_name_what_to_fix_and_stage_nothing() {
             .args(["--server", &fixture.server.url, "--token-file"])
             .arg(&fixture.token)
             .args(["submit", "--dry-run", "--", "spark-submit"])
+            .args(["--master", K8S_MASTER, "--deploy-mode", "cluster"])
             .args(["--packages", "com.ex:deep:1.0", "app.py"])
             .env("HOME", fixture.path("home"))
             .env("DEFAULT_ARTIFACT_REPOSITORY", fixture.nginx.at("/a/"))

@@ -9,6 +9,7 @@ pub mod load;
 pub mod packages;
 pub mod server_io;
 pub mod stage;
+pub mod unpack;
 
 /// One selectable scenario.
 pub struct Scenario {
@@ -75,6 +76,11 @@ pub fn all() -> Vec<Scenario> {
             id: "packages",
             title: "ferry submit --packages with 20 packages: locked vs resolved with Spark's Ivy",
             run: packages::run,
+        },
+        Scenario {
+            id: "unpack",
+            title: "ferry-init unpacks a ~300 MiB environment archive vs tar xzf",
+            run: unpack::run,
         },
     ]
 }

@@ -37,6 +37,10 @@ const INIT_USER: &str = "65532:65532";
 /// `kubectl describe pod` shows ferry-init's termination message (the failed
 /// items), or its log's tail if it died before writing one.
 const MESSAGE_POLICY: &str = "FallbackToLogsOnError";
+/// The Apache Spark images' working directory (their `WORKDIR`), where
+/// Spark looks up `./<alias>` of an archive; a main container's own
+/// `workingDir` in the user's template wins.
+pub const SPARK_WORK_DIR: &str = "/opt/spark/work-dir";
 /// Group of the `spark` user in the Apache Spark images.
 const SPARK_FS_GROUP: i64 = 185;
 
@@ -54,6 +58,9 @@ pub struct InitSpec {
     pub deps_dir: String,
     /// What ferry-init fetches and where it lands.
     pub plan: FetchPlan,
+    /// Unpacked archives: directory names under `<deps dir>/archives`,
+    /// each mounted at `<working dir>/<name>` in the main container.
+    pub archive_dirs: Vec<String>,
 }
 
 impl InitSpec {
@@ -154,7 +161,7 @@ pub fn merge_template(base: Option<Pod>, init: &InitSpec, container_name: &str) 
     if init.node_cache.is_some() {
         init_containers.insert(0, cache_setup(init));
     }
-    mount_deps(&mut spec.containers, container_name, &init.deps_dir);
+    mount_deps(&mut spec.containers, container_name, init);
     pod
 }
 
@@ -192,8 +199,11 @@ fn add_volumes(spec: &mut PodSpec, init: &InitSpec) {
 }
 
 /// Mounts the dependency volume read-only on the container named
-/// `container_name`, else the first, else a new one with that name.
-fn mount_deps(containers: &mut Vec<Container>, container_name: &str, deps_dir: &str) {
+/// `container_name`, else the first, else a new one with that name, and
+/// each unpacked archive's directory at `<working dir>/<name>`, where
+/// Spark's `./<alias>` finds it.
+fn mount_deps(containers: &mut Vec<Container>, container_name: &str, init: &InitSpec) {
+    let deps_dir = &init.deps_dir;
     let index = containers
         .iter()
         .position(|c| c.name == container_name)
@@ -212,6 +222,23 @@ fn mount_deps(containers: &mut Vec<Container>, container_name: &str, deps_dir: &
         read_only: Some(true),
         ..Default::default()
     });
+    let work_dir = containers[index]
+        .working_dir
+        .clone()
+        .unwrap_or_else(|| SPARK_WORK_DIR.to_owned());
+    let mounts = containers[index].volume_mounts.get_or_insert_with(Vec::new);
+    for name in &init.archive_dirs {
+        mounts.push(VolumeMount {
+            name: DEPS_VOLUME.into(),
+            mount_path: format!("{}/{name}", work_dir.trim_end_matches('/')),
+            sub_path: Some(format!(
+                "{}/{name}",
+                crate::submission::Kind::Archive.group()
+            )),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
 }
 
 /// The init step that hands the node cache to ferry-init's user: a kubelet
@@ -305,6 +332,7 @@ mod tests {
                 "/var/ferry/other".into(),
                 BTreeMap::from([("jars".to_owned(), "/var/ferry/jars".to_owned())]),
             )]),
+            archive_dirs: Vec::new(),
         }
     }
 

@@ -222,9 +222,14 @@ mod tests {
         assert_eq!(staged, ["jars/a.jar", "app/app.py"]);
         let listed = dependencies(&plan.app);
         assert_eq!(listed[2].alias.as_deref(), Some("env"));
+        // Unpacked by ferry-init into archives/env: out of Spark's lists.
         assert_eq!(
             plan.submission.deliveries.rewrite(&listed[2]),
-            Some("local:///var/ferry/archives/env.tar.gz")
+            Some(crate::submission::deliveries::REMOVED)
+        );
+        assert_eq!(
+            plan.submission.deliveries.archives()[0].alias.as_str(),
+            "env"
         );
         assert_eq!(plan.submission.deliveries.rewrite(&listed[1]), None);
         assert!(plan.stages() && plan.delivers());

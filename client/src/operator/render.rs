@@ -94,7 +94,8 @@ pub fn owned_by(mut secret: Secret, name: &str, uid: &str) -> Secret {
 }
 
 /// Every delivered dependency in `spec.mainApplicationFile` and
-/// `spec.deps` becomes its `local://` path; aliases are kept.
+/// `spec.deps` becomes its `local://` path; aliases are kept. Archives
+/// ferry-init unpacks (rewritten to nothing) leave `spec.deps.archives`.
 fn rewrite(app: &mut SparkApplication, plan: &AppPlan) {
     let deliveries = &plan.submission.deliveries;
     let replace = |kind: Kind, text: &mut String| {
@@ -113,6 +114,15 @@ fn rewrite(app: &mut SparkApplication, plan: &AppPlan) {
             (Kind::PyFile, &mut deps.py_files),
             (Kind::Archive, &mut deps.archives),
         ] {
+            if let Some(items) = list.as_mut() {
+                items.retain(|text| {
+                    deliveries.rewrite(&Dependency::parse(kind, text))
+                        != Some(crate::submission::deliveries::REMOVED)
+                });
+                if items.is_empty() {
+                    *list = None;
+                }
+            }
             for text in list.iter_mut().flatten() {
                 replace(kind, text);
             }

@@ -233,7 +233,9 @@ pub fn dependencies(
     deps
 }
 
-/// Rewrites the command: every dependency `replace` maps gets its new text;
+/// Rewrites the command: every dependency `replace` maps gets its new text
+/// (an empty text takes it out of its list, and a list left empty takes
+/// its option out: how unpacked archives leave `--archives`);
 /// properties-file lists are overridden by added `--conf`s; `extra_confs`
 /// go before the primary resource.
 pub fn rewrite(
@@ -266,6 +268,7 @@ pub fn rewrite(
             });
         }
     }
+    out.options.retain(|option| !is_emptied_list(option));
     for (key, value) in extra_confs {
         set_conf(&mut out, key, value);
     }
@@ -284,16 +287,34 @@ fn is_conf(option: &str) -> bool {
     option == "--conf" || option == "-c"
 }
 
-/// One Spark list with each element `replace` maps rewritten, aliases kept.
+/// One Spark list with each element `replace` maps rewritten, aliases
+/// kept; an element replaced by nothing is dropped.
 fn rewrite_list(kind: Kind, list: &str, replace: &dyn Fn(&Dependency) -> Option<String>) -> String {
     split_list(list)
-        .map(|d| {
+        .filter_map(|d| {
             let dep = Dependency::parse(kind, d);
-            let new = replace(&dep).unwrap_or_else(|| dep.location.clone());
-            with_alias(new, &dep)
+            match replace(&dep) {
+                Some(new) if new.is_empty() => None,
+                new => Some(with_alias(
+                    new.unwrap_or_else(|| dep.location.clone()),
+                    &dep,
+                )),
+            }
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// A dependency list option (`--archives`, `--conf spark.archives=`) that
+/// rewriting left empty.
+fn is_emptied_list(option: &SparkOption) -> bool {
+    match option {
+        SparkOption::Value { name, value, .. } if option_kind(name).is_some() => value.is_empty(),
+        SparkOption::Value { name, value, .. } if is_conf(name) => value
+            .split_once('=')
+            .is_some_and(|(key, list)| property_kind(key).is_some() && list.is_empty()),
+        _ => false,
+    }
 }
 
 /// `location`, with `dep`'s `#alias` if it had one.

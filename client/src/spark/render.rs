@@ -514,4 +514,95 @@ mod tests {
         assert_eq!(avoid_download_schemes(Some("local,s3a")), None);
         assert_eq!(avoid_download_schemes(Some("*")), None);
     }
+
+    #[test]
+    fn archives_leave_sparks_lists_and_are_mounted_in_the_working_directory() {
+        let fixture = fixture(&[
+            "--archives",
+            "s3a://b/envs/pyspark_venv.tar.gz#environment",
+            "--conf",
+            "spark.archives=https://h/more.zip",
+            "--conf",
+            "spark.pyspark.python=./environment/bin/python",
+        ]);
+        let base: Pod = serde_yaml::from_str(
+            "spec:\n  containers:\n  - name: spark-kubernetes-executor\n    workingDir: /app\n",
+        )
+        .unwrap();
+        let bases = BTreeMap::from([(Role::Executor, base)]);
+        let rendered = render(&fixture.plan, &bundle(), "tok", &options(), &bases).unwrap();
+        let command = rendered.command.join(" ");
+        assert!(!command.contains("--archives"), "{command}");
+        assert!(!command.contains("spark.archives"), "{command}");
+        assert!(!command.contains("pyspark_venv"), "{command}");
+        assert!(
+            command.contains("spark.pyspark.python=./environment/bin/python"),
+            "left as written: {command}"
+        );
+        for (template, work_dir) in rendered
+            .templates
+            .iter()
+            .zip(["/opt/spark/work-dir", "/app"])
+        {
+            let spec = template.pod.spec.as_ref().unwrap();
+            let plan = crate::k8s::plan_of(&spec.init_containers.as_ref().unwrap()[0]).unwrap();
+            let archives: Vec<(String, &str, &str, bool)> = plan
+                .items
+                .iter()
+                .filter(|i| i.dest == "/var/ferry/archives")
+                .map(|i| {
+                    (
+                        i.uri.to_string(),
+                        i.dest.as_str(),
+                        i.name.as_ref().unwrap().as_str(),
+                        i.unpack,
+                    )
+                })
+                .collect();
+            assert_eq!(
+                archives,
+                [
+                    (
+                        "s3a://b/envs/pyspark_venv.tar.gz".to_owned(),
+                        "/var/ferry/archives",
+                        "environment",
+                        true
+                    ),
+                    (
+                        "https://h/more.zip".to_owned(),
+                        "/var/ferry/archives",
+                        "more.zip",
+                        true
+                    ),
+                ]
+            );
+            let mounts: Vec<(String, Option<String>)> = spec.containers[0]
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|m| m.sub_path.is_some())
+                .map(|m| (m.mount_path.clone(), m.sub_path.clone()))
+                .collect();
+            assert_eq!(
+                mounts,
+                [
+                    (
+                        format!("{work_dir}/environment"),
+                        Some("archives/environment".to_owned())
+                    ),
+                    (
+                        format!("{work_dir}/more.zip"),
+                        Some("archives/more.zip".to_owned())
+                    ),
+                ]
+            );
+        }
+        assert!(
+            rendered
+                .dry_run_text()
+                .unwrap()
+                .contains("subPath: archives/environment")
+        );
+    }
 }

@@ -2,6 +2,13 @@
 //! entries `<group>/<name>`, remote URIs become fetch-plan items landing in
 //! `<deps dir>/<group>/<name>`, and each is rewritten to that `local://`
 //! path. Two dependencies that would land on one path are refused.
+//!
+//! Archives (`--archives`, `spark.archives`) are the exception: ferry-init
+//! unpacks each into `<deps dir>/archives/<alias>` (the `#alias`, else the
+//! file name, as Spark names the directory), the pods mount that directory
+//! at `<working dir>/<alias>`, and the archive is taken out of what Spark
+//! sees (Spark would fetch it again and wipe the directory). See
+//! [`UnpackedArchive`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,7 +37,32 @@ pub struct Deliveries {
     /// Dependency as written (kind, location without alias) → its
     /// `local://` replacement.
     rewrites: BTreeMap<(Kind, String), String>,
+    /// Archives ferry delivers unpacked (and takes out of Spark's lists).
+    archives: Vec<UnpackedArchive>,
 }
+
+/// An archive delivered as a directory, `<deps dir>/archives/<alias>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackedArchive {
+    /// The archive's bytes: a bundle entry (`archives/<file name>`) or a
+    /// remote URI.
+    pub source: ArchiveSource,
+    /// The directory's name: the `#alias`, else the file name (Spark's rule).
+    pub alias: EntryPath,
+    /// Whether its name is a kind Spark unpacks; otherwise it is delivered
+    /// as a file under the alias, as Spark does (with a warning).
+    pub unpack: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveSource {
+    Staged(EntryPath),
+    Remote(SourceUri),
+}
+
+/// What an archive dependency is replaced with in Spark's lists: nothing
+/// (see [`crate::spark::rewrite`]).
+pub const REMOVED: &str = "";
 
 impl Deliveries {
     /// Decides where every dependency goes under `deps_dir` in the pods;
@@ -42,6 +74,7 @@ impl Deliveries {
             staged: Vec::new(),
             fetched: Vec::new(),
             rewrites: BTreeMap::new(),
+            archives: Vec::new(),
         };
         // Entry path under the deps dir → the dependency that lands there.
         let mut landing: BTreeMap<EntryPath, String> = BTreeMap::new();
@@ -62,8 +95,12 @@ impl Deliveries {
                 }
                 Origin::Remote(uri) => (remote_name(dep, &uri)?, Source::Remote(uri)),
             };
+            let landing_name = match dep.kind {
+                Kind::Archive => archive_alias(dep, &name)?,
+                _ => name.clone(),
+            };
             let target = EntryPath::parse(dep.kind.group())
-                .and_then(|group| group.join(&name))
+                .and_then(|group| group.join(&landing_name))
                 .map_err(|source| SubmissionError::EntryPath {
                     location: dep.location.clone(),
                     source,
@@ -74,6 +111,11 @@ impl Deliveries {
                     location: dep.location.clone(),
                     target: format!("{}/{target}", deps_dir.as_str()),
                 });
+            }
+            if dep.kind == Kind::Archive {
+                deliveries.add_archive(source, name, landing_name);
+                deliveries.rewrites.insert(key, REMOVED.to_owned());
+                continue;
             }
             match source {
                 Source::Local { path, executable } => deliveries.staged.push(LocalFile {
@@ -93,6 +135,44 @@ impl Deliveries {
             );
         }
         Ok(deliveries)
+    }
+
+    /// An archive: staged as `archives/<file name>` or fetched, and
+    /// unpacked into `archives/<alias>`.
+    fn add_archive(&mut self, source: Source, name: EntryPath, alias: EntryPath) {
+        let group = Kind::Archive.group();
+        let unpack = ferry_core::archive::ArchiveKind::from_name(name.as_str()).is_some();
+        let source = match source {
+            Source::Local { path, executable } => {
+                let entry = EntryPath::parse(group)
+                    .and_then(|g| g.join(&name))
+                    .unwrap_or_else(|_| name.clone());
+                self.staged.push(LocalFile {
+                    source: path,
+                    path: entry.clone(),
+                    executable,
+                });
+                ArchiveSource::Staged(entry)
+            }
+            Source::Remote(uri) => {
+                self.fetched.push(Fetch {
+                    uri: uri.clone(),
+                    kind: Kind::Archive,
+                    name: alias.clone(),
+                });
+                ArchiveSource::Remote(uri)
+            }
+        };
+        self.archives.push(UnpackedArchive {
+            source,
+            alias,
+            unpack,
+        });
+    }
+
+    /// The archives delivered as directories.
+    pub fn archives(&self) -> &[UnpackedArchive] {
+        &self.archives
     }
 
     /// The local files, as bundle entries.
@@ -125,22 +205,53 @@ impl Deliveries {
             .collect();
         let mut items = vec![PlanItem::bundle(bundle, self.deps_dir.other_dir(), groups)];
         items.extend(self.remote_items());
+        items.extend(self.archive_items(Some(bundle)));
         FetchPlan::new(items)
     }
 
     /// What ferry-init fetches when nothing was staged (a front end that
     /// allows that, e.g. `ferry apply`): every remote URI, no bundle.
     pub fn remote_fetch_plan(&self) -> FetchPlan {
-        FetchPlan::new(self.remote_items().collect())
+        FetchPlan::new(
+            self.remote_items()
+                .chain(self.archive_items(None))
+                .collect(),
+        )
     }
 
     fn remote_items(&self) -> impl Iterator<Item = PlanItem> + '_ {
-        self.fetched.iter().map(|fetch| {
-            PlanItem::file(
-                fetch.uri.clone(),
-                self.deps_dir.group_dir(fetch.kind),
-                fetch.name.clone(),
-            )
+        self.fetched
+            .iter()
+            .filter(|fetch| fetch.kind != Kind::Archive)
+            .map(|fetch| {
+                PlanItem::file(
+                    fetch.uri.clone(),
+                    self.deps_dir.group_dir(fetch.kind),
+                    fetch.name.clone(),
+                )
+            })
+    }
+
+    /// The archives, unpacked into `archives/<alias>`; staged ones only
+    /// when there is a bundle.
+    fn archive_items<'a>(
+        &'a self,
+        bundle: Option<&'a BundleRef>,
+    ) -> impl Iterator<Item = PlanItem> + 'a {
+        self.archives.iter().filter_map(move |archive| {
+            let uri = match (&archive.source, bundle) {
+                (ArchiveSource::Staged(entry), Some(bundle)) => {
+                    SourceUri::bundle_entry(bundle, entry)
+                }
+                (ArchiveSource::Staged(_), None) => return None,
+                (ArchiveSource::Remote(uri), _) => uri.clone(),
+            };
+            let dest = self.deps_dir.group_dir(Kind::Archive);
+            Some(if archive.unpack {
+                PlanItem::archive(uri, dest, archive.alias.clone())
+            } else {
+                PlanItem::file(uri, dest, archive.alias.clone())
+            })
         })
     }
 }
@@ -175,6 +286,23 @@ fn local_file(
     })?;
     use std::os::unix::fs::PermissionsExt as _;
     Ok((name, meta.permissions().mode() & 0o111 != 0))
+}
+
+/// The directory an archive is unpacked into: its `#alias`, else its file
+/// name, one path segment.
+fn archive_alias(dep: &Dependency, name: &EntryPath) -> Result<EntryPath, SubmissionError> {
+    let Some(alias) = &dep.alias else {
+        return Ok(name.clone());
+    };
+    EntryPath::parse(alias)
+        .and_then(|alias| match alias.segments().count() {
+            1 => Ok(alias),
+            _ => Err(ferry_core::PathError::DotSegment),
+        })
+        .map_err(|source| SubmissionError::EntryPath {
+            location: format!("{}#{alias}", dep.location),
+            source,
+        })
 }
 
 /// The file name a remote dependency lands under: its URI's last segment,
@@ -363,5 +491,91 @@ mod tests {
         assert!(matches!(refused("https://h/"), SubmissionError::Uri { .. }));
         let message = refused("s3a://bucket/").to_string();
         assert!(message.starts_with("s3a://bucket/"), "{message}");
+    }
+
+    #[test]
+    fn archives_are_unpacked_under_their_alias_and_taken_out_of_sparks_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let venv = dir.path().join("pyspark venv.tar.gz");
+        std::fs::write(&venv, "tgz").unwrap();
+        let deps = [
+            dep(Kind::Archive, &format!("{}#environment", venv.display())),
+            dep(Kind::Archive, "s3a://b/envs/other.zip"),
+            dep(Kind::Archive, "https://h/data.rar#data"),
+            dep(Kind::PyFile, "https://h/helpers.zip"),
+        ];
+        let deliveries = Deliveries::plan(&deps, &deps_dir()).unwrap();
+        let staged: Vec<&str> = deliveries
+            .staged()
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
+        assert_eq!(staged, ["archives/pyspark venv.tar.gz"]);
+        for archive in &deps[..3] {
+            assert_eq!(deliveries.rewrite(archive), Some(REMOVED), "{archive:?}");
+        }
+        assert_eq!(
+            deliveries.rewrite(&deps[3]),
+            Some("local:///var/ferry/pyfiles/helpers.zip"),
+            "--py-files are delivered as files, as before"
+        );
+        let bundle = BundleRef::parse("id-0000000000000000000000000a").unwrap();
+        let plan = deliveries.fetch_plan(&bundle);
+        let items: Vec<(String, &str, &str, bool)> = plan.items[1..]
+            .iter()
+            .map(|i| {
+                (
+                    i.uri.to_string(),
+                    i.dest.as_str(),
+                    i.name.as_ref().unwrap().as_str(),
+                    i.unpack,
+                )
+            })
+            .collect();
+        assert_eq!(
+            items,
+            [
+                (
+                    "https://h/helpers.zip".to_owned(),
+                    "/var/ferry/pyfiles",
+                    "helpers.zip",
+                    false
+                ),
+                (
+                    format!("ferry://{bundle}/archives/pyspark%20venv.tar.gz"),
+                    "/var/ferry/archives",
+                    "environment",
+                    true
+                ),
+                (
+                    "s3a://b/envs/other.zip".to_owned(),
+                    "/var/ferry/archives",
+                    "other.zip",
+                    true
+                ),
+                (
+                    "https://h/data.rar".to_owned(),
+                    "/var/ferry/archives",
+                    "data",
+                    false
+                ),
+            ]
+        );
+        // The staged archive's URI reads back as the bundle entry.
+        let reread = FetchPlan::from_json(&plan.to_json()).unwrap();
+        assert_eq!(reread, plan);
+        // Two archives unpacked into one directory are refused.
+        let clash = [
+            dep(Kind::Archive, "s3a://b/a.zip#env"),
+            dep(Kind::Archive, "s3a://b/b.zip#env"),
+        ];
+        assert!(matches!(
+            Deliveries::plan(&clash, &deps_dir()),
+            Err(SubmissionError::Collision { .. })
+        ));
+        assert!(matches!(
+            Deliveries::plan(&[dep(Kind::Archive, "s3a://b/a.zip#a/b")], &deps_dir()),
+            Err(SubmissionError::EntryPath { .. })
+        ));
     }
 }

@@ -1026,6 +1026,7 @@ mod tests {
             node_cache: None,
             deps_dir: crate::k8s::DEPS_DIR.into(),
             plan: FetchPlan::new(Vec::new()),
+            archive_dirs: Vec::new(),
         };
         let user: Pod = serde_yaml::from_str(
             "spec:\n  containers:\n  - name: main\n    env:\n    - {name: AWS_PROFILE, value: team}\n    - {name: JAVA_OPTS, value: -X}\n    volumeMounts:\n    - {name: creds, mountPath: /creds}\n    - {name: data, mountPath: /data}\n  volumes:\n  - {name: creds, secret: {secretName: team-creds}}\n  - {name: data, emptyDir: {}}\n",

@@ -95,6 +95,12 @@ fn init_spec(
         node_cache: options.node_cache.clone(),
         deps_dir: submission.deliveries.deps_dir().to_string(),
         plan,
+        archive_dirs: submission
+            .deliveries
+            .archives()
+            .iter()
+            .map(|archive| archive.alias.to_string())
+            .collect(),
     }
 }
 
