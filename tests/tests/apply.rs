@@ -154,19 +154,49 @@ fn write_dependencies(dir: &Path) -> Vec<(&'static str, Vec<u8>)> {
         (2, "lib.jar"),
         (3, "conf.txt"),
         (4, "helpers.py"),
-        (5, "env.tar.gz"),
     ] {
         let path = dir.join(name);
         write_pseudo_random_file(&path, seed, 10_000 + seed * 777);
         files.push((name, std::fs::read(&path).expect("read back")));
     }
+    // A real archive (ferry-init unpacks `archives`): one file inside,
+    // whose bytes are what must arrive.
+    let inside = dir.join("env-src");
+    std::fs::create_dir_all(&inside).unwrap();
+    write_pseudo_random_file(&inside.join(ARCHIVED), 5, 10_000 + 5 * 777);
+    let tar = Command::new("tar")
+        .arg("czf")
+        .arg(dir.join("env.tar.gz"))
+        .arg("-C")
+        .arg(&inside)
+        .arg(ARCHIVED)
+        .status()
+        .expect("run tar");
+    assert!(tar.success(), "tar czf");
+    files.push((
+        "env.tar.gz",
+        std::fs::read(inside.join(ARCHIVED)).expect("read back"),
+    ));
     let remote = dir.join("served/remote.jar");
     write_pseudo_random_file(&remote, 6, 4_321);
     files.push(("remote.jar", std::fs::read(&remote).expect("read back")));
     files
 }
 
-/// Where `write_dependencies`' file `name` lands, by its list in
+/// The one file inside `env.tar.gz`.
+const ARCHIVED: &str = "payload.bin";
+
+/// Where `write_dependencies`' file `name` lands under the deps dir: its
+/// group's folder, or, for the archive, inside the folder it is unpacked
+/// into (its `#env` alias).
+fn delivered(name: &str) -> String {
+    match group_of(name) {
+        "archives" => format!("archives/env/{ARCHIVED}"),
+        group => format!("{group}/{name}"),
+    }
+}
+
+/// Which group `write_dependencies`' file `name` is in, by its list in
 /// `application`.
 fn group_of(name: &str) -> &'static str {
     match name {
@@ -222,9 +252,13 @@ fn an_applied_application_is_rewritten_owns_its_secret_and_ferry_init_delivers_i
         strings(&spec["deps"]["pyFiles"]),
         [landed("pyfiles", "helpers.py")]
     );
-    assert_eq!(
-        strings(&spec["deps"]["archives"]),
-        [format!("{}#env", landed("archives", "env.tar.gz"))]
+    // ferry-init unpacks the archive, so Spark is not given it.
+    assert!(
+        spec["deps"]["archives"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{}",
+        spec["deps"]
     );
     // What ferry does not edit is kept as written.
     assert_eq!(spec["futureOperatorField"]["keep"][1], 2);
@@ -298,12 +332,16 @@ fn an_applied_application_is_rewritten_owns_its_secret_and_ferry_init_delivers_i
     let at = args.iter().position(|a| a == "--token-file").unwrap();
     args[at + 1] = init::path_str(&token_file).to_owned();
     let plan = FetchPlan::from_json(args.last().unwrap()).expect("the plan parses");
-    assert_eq!(plan.items.len(), 2, "the bundle, then the remote jar");
+    assert_eq!(
+        plan.items.len(),
+        3,
+        "the bundle, its archive to unpack, then the remote jar"
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let run = init::run(&args);
     assert!(run.status.success(), "ferry-init: {}", init::stderr(&run));
     for (name, bytes) in &files {
-        let delivered = Path::new(&deps_dir).join(group_of(name)).join(name);
+        let delivered = Path::new(&deps_dir).join(delivered(name));
         assert_eq!(
             &std::fs::read(&delivered).unwrap_or_else(|e| panic!("{}: {e}", delivered.display())),
             bytes,
@@ -578,7 +616,7 @@ fn the_applied_driver_template_runs_as_a_pod_and_every_file_arrives_intact() {
     .expect("the template is a pod spec");
     let delivered: Vec<String> = files
         .iter()
-        .map(|(name, _)| format!("/var/ferry/{}/{name}", group_of(name)))
+        .map(|(name, _)| format!("/var/ferry/{}", delivered(name)))
         .collect();
     let main = &mut pod.spec.as_mut().unwrap().containers[0];
     main.image = Some(spark_image::IMAGE.into());

@@ -689,7 +689,19 @@ impl SparkProject {
         std::fs::write(deps.join("a b.jar"), pseudo_random_bytes(41, 50_000)).unwrap();
         std::fs::write(deps.join("lib x.jar"), pseudo_random_bytes(42, 60_000)).unwrap();
         std::fs::write(deps.join("conf.json"), b"{\"k\": 1}\n").unwrap();
-        std::fs::write(deps.join("env.tar.gz"), pseudo_random_bytes(43, 1000)).unwrap();
+        // A real archive (ferry-init unpacks `archives`) holding one file.
+        let inside = dir.path().join("env-src");
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("inside.bin"), pseudo_random_bytes(43, 1000)).unwrap();
+        let tar = Command::new("tar")
+            .arg("czf")
+            .arg(deps.join("env.tar.gz"))
+            .arg("-C")
+            .arg(&inside)
+            .arg("inside.bin")
+            .status()
+            .unwrap();
+        assert!(tar.success(), "tar czf");
         std::fs::write(deps.join("job,v2.jar"), pseudo_random_bytes(44, 80_000)).unwrap();
         std::fs::write(
             dir.path().join("spark.conf"),
@@ -760,10 +772,9 @@ fn expected_command(project: &SparkProject, submission: &str, templates: &Path) 
     .map(String::from)
     .to_vec();
     expected.push(project.path("spark.conf"));
-    expected.extend([
-        "--conf".into(),
-        "spark.archives=local:///var/ferry/archives/env.tar.gz#env".into(),
-    ]);
+    // ferry-init unpacks the properties file's archive, so Spark is not
+    // given it: the file's list is overridden empty.
+    expected.extend(["--conf".into(), "spark.archives=".into()]);
     for role in ["driver", "executor"] {
         expected.extend([
             "--conf".into(),
@@ -912,8 +923,14 @@ fn submit_dry_run_rewrites_every_dependency_and_emits_parseable_objects() {
             [
                 ("s3a://bucket/remote.jar".to_owned(), "/var/ferry/jars"),
                 ("http://127.0.0.1:9/data.csv".to_owned(), "/var/ferry/files"),
+                // The archive, from the bundle, to be unpacked.
+                (
+                    format!("ferry://{bundle}/archives/env.tar.gz"),
+                    "/var/ferry/archives"
+                ),
             ]
         );
+        assert!(plan.items.last().unwrap().unpack, "the archive is unpacked");
         // ferry-init is not root: it reads the root-owned token via the fsGroup.
         assert_eq!(
             spec.security_context.as_ref().and_then(|s| s.fs_group),
@@ -1103,7 +1120,12 @@ fn submit_runs_spark_submit_with_the_rewritten_command_and_ferry_init_delivers_t
                 let mut plan = FetchPlan::from_json(arg).expect("a fetch plan");
                 plan.items
                     .retain(|item| item.uri.as_str().starts_with("ferry://"));
-                assert_eq!(plan.items.len(), 1, "one bundle");
+                assert_eq!(plan.items.len(), 2, "the bundle, and its archive");
+                assert_eq!(
+                    plan.items.iter().filter(|item| item.unpack).count(),
+                    1,
+                    "the archive is unpacked"
+                );
                 plan.to_json()
             }
             _ => arg.replace("/var/run/secrets/ferry/token", token_file.to_str().unwrap()),
@@ -1123,7 +1145,7 @@ fn submit_runs_spark_submit_with_the_rewritten_command_and_ferry_init_delivers_t
         ("jars/a b.jar", "my deps/a b.jar"),
         ("jars/lib x.jar", "my deps/lib x.jar"),
         ("files/conf.json", "my deps/conf.json"),
-        ("archives/env.tar.gz", "my deps/env.tar.gz"),
+        ("archives/env/inside.bin", "env-src/inside.bin"),
         ("app/job,v2.jar", "my deps/job,v2.jar"),
     ] {
         assert_eq!(

@@ -268,7 +268,8 @@ pub fn rewrite(
             });
         }
     }
-    out.options.retain(|option| !is_emptied_list(option));
+    out.options
+        .retain(|option| !is_emptied_list(option, properties));
     for (key, value) in extra_confs {
         set_conf(&mut out, key, value);
     }
@@ -306,13 +307,17 @@ fn rewrite_list(kind: Kind, list: &str, replace: &dyn Fn(&Dependency) -> Option<
 }
 
 /// A dependency list option (`--archives`, `--conf spark.archives=`) that
-/// rewriting left empty.
-fn is_emptied_list(option: &SparkOption) -> bool {
+/// rewriting left empty, and that can go: a `--conf` of a key the
+/// properties file also sets stays, empty, or Spark would take the file's
+/// list instead.
+fn is_emptied_list(option: &SparkOption, properties: &BTreeMap<String, String>) -> bool {
     match option {
         SparkOption::Value { name, value, .. } if option_kind(name).is_some() => value.is_empty(),
-        SparkOption::Value { name, value, .. } if is_conf(name) => value
-            .split_once('=')
-            .is_some_and(|(key, list)| property_kind(key).is_some() && list.is_empty()),
+        SparkOption::Value { name, value, .. } if is_conf(name) => {
+            value.split_once('=').is_some_and(|(key, list)| {
+                property_kind(key).is_some() && list.is_empty() && !properties.contains_key(key)
+            })
+        }
         _ => false,
     }
 }

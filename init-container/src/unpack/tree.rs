@@ -158,8 +158,7 @@ impl Tree {
                 limit,
             });
         }
-        // Permission bits only: setuid, setgid and sticky are dropped.
-        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o777))
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(pod_readable(mode)))
             .map_err(|e| self.io(path, "setting the mode of", errno_io(e)))?;
         if let Some(seconds) = mtime {
             let time = Timespec {
@@ -224,10 +223,29 @@ impl Tree {
             let parent = self.parent(&path)?;
             let dir = rustix::fs::openat(&parent, path.file_name(), DIR_FLAGS, Mode::empty())
                 .map_err(|e| self.io(&path, "opening", errno_io(e)))?;
-            rustix::fs::fchmod(&dir, Mode::from_raw_mode((mode & 0o777) | 0o700))
+            rustix::fs::fchmod(&dir, Mode::from_raw_mode(pod_readable(mode) | 0o700))
                 .map_err(|e| self.io(&path, "setting the mode of", errno_io(e)))?;
         }
+        // The root was made owner-only while it filled; the pod's other
+        // users read it once it is whole.
+        rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(0o755))
+            .map_err(|e| UnpackError::io("setting the mode of the unpacked tree", errno_io(e)))?;
         Ok(self.fd)
+    }
+}
+
+/// The mode an entry gets: its permission bits (setuid, setgid and sticky
+/// dropped), readable by everyone, and executable by everyone where anyone
+/// could execute it. ferry-init runs as its own user and the pod's main
+/// container as another (Spark's 185), so an archive's owner-only bits
+/// would lock the job out of its own environment; the tree reaches the job
+/// through a read-only mount, so nobody there can write it either way.
+fn pod_readable(mode: u32) -> u32 {
+    let mode = (mode & 0o777) | 0o444;
+    if mode & 0o111 != 0 {
+        mode | 0o111
+    } else {
+        mode
     }
 }
 
