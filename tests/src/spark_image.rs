@@ -21,6 +21,25 @@ use crate::kube_mock::KubeMock;
 use crate::kubelet::StandInImage;
 use crate::require_tool;
 
+/// A `k8s://` master nothing listens on: dry runs name it (ferry delivers
+/// only for a cluster-mode `k8s://` submission), and [`on_local_master`]
+/// turns the rewritten command into one Spark runs here.
+pub const UNREACHABLE_K8S_MASTER: &str = "k8s://https://127.0.0.1:9";
+
+/// `command` (a rewritten `--master UNREACHABLE_K8S_MASTER --deploy-mode
+/// cluster` submission) on the local master in client mode; ferry's k8s
+/// settings are then unused.
+pub fn on_local_master(command: &[String]) -> Vec<String> {
+    command
+        .iter()
+        .map(|a| match a.as_str() {
+            UNREACHABLE_K8S_MASTER => "local[1]".to_owned(),
+            "cluster" => "client".to_owned(),
+            _ => a.clone(),
+        })
+        .collect()
+}
+
 /// The image name the tests give `spark.kubernetes.container.image`.
 pub const IMAGE: &str = "apache/spark:4.0.1";
 

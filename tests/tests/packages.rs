@@ -30,7 +30,7 @@ use ferry_core::Digest;
 use ferry_tests::api::ApiClient;
 use ferry_tests::cluster::Cluster;
 use ferry_tests::nginx::Nginx;
-use ferry_tests::spark_image::{self, SparkHome};
+use ferry_tests::spark_image::{self, SparkHome, UNREACHABLE_K8S_MASTER};
 use ferry_tests::{Child, FerryServer, bin, free_port, require_tool};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
@@ -288,7 +288,12 @@ impl Fixture {
             .args(ferry_args)
             .arg("--")
             .arg(&self.spark.spark_submit)
-            .args(["--master", K8S_MASTER, "--deploy-mode", "cluster"])
+            .args([
+                "--master",
+                UNREACHABLE_K8S_MASTER,
+                "--deploy-mode",
+                "cluster",
+            ])
             .args(["--conf", "spark.ui.enabled=false"])
             .args(spark_args)
             .arg(&job)
@@ -385,21 +390,10 @@ fn run_init(fixture: &Fixture, dry: &Value) {
     );
 }
 
-/// The master the dry runs name; nothing listens there.
-const K8S_MASTER: &str = "k8s://https://127.0.0.1:9";
-
-/// Runs a rewritten command on the local master (ferry's k8s settings are
-/// then unused).
+/// Runs a rewritten command on the local master.
 fn run_spark(fixture: &Fixture, command: &[String]) -> String {
     std::fs::create_dir_all(fixture.path("spark-home")).unwrap();
-    let command: Vec<String> = command
-        .iter()
-        .map(|a| match a.as_str() {
-            K8S_MASTER => "local[1]".to_owned(),
-            "cluster" => "client".to_owned(),
-            _ => a.clone(),
-        })
-        .collect();
+    let command = spark_image::on_local_master(command);
     let mut spark = Command::new(&command[0]);
     spark
         .args(&command[1..])
@@ -606,7 +600,12 @@ fn resolution_errors_name_what_to_fix_and_stage_nothing() {
             .args(["--server", &fixture.server.url, "--token-file"])
             .arg(&fixture.token)
             .args(["submit", "--dry-run", "--", "spark-submit"])
-            .args(["--master", K8S_MASTER, "--deploy-mode", "cluster"])
+            .args([
+                "--master",
+                UNREACHABLE_K8S_MASTER,
+                "--deploy-mode",
+                "cluster",
+            ])
             .args(["--packages", "com.ex:deep:1.0", "app.py"])
             .env("HOME", fixture.path("home"))
             .env("DEFAULT_ARTIFACT_REPOSITORY", fixture.nginx.at("/a/"))

@@ -22,6 +22,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferry_tests::spark_image::{UNREACHABLE_K8S_MASTER, on_local_master};
 use ferry_tests::{FerryServer, bin, require_tool};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
@@ -77,9 +78,6 @@ fn run(command: &mut Command, what: &str) -> std::process::Output {
     );
     output
 }
-
-/// The master the dry runs name; nothing listens there.
-const K8S_MASTER: &str = "k8s://https://127.0.0.1:9";
 
 #[test]
 fn a_venv_pack_archive_becomes_the_executors_python() {
@@ -229,7 +227,12 @@ fn spark_with_archive(
             .arg(spark_submit)
             // ferry delivers only for a cluster-mode `k8s://` submission;
             // the command then runs on `local[1]` below.
-            .args(["--master", K8S_MASTER, "--deploy-mode", "cluster"])
+            .args([
+                "--master",
+                UNREACHABLE_K8S_MASTER,
+                "--deploy-mode",
+                "cluster",
+            ])
             .args(["--name", "ferry-pyspark-env"])
             .args(["--conf", "spark.ui.enabled=false"])
             .args(["--conf", "spark.driver.host=127.0.0.1"])
@@ -312,15 +315,7 @@ fn spark_with_archive(
     std::fs::create_dir(&work_dir).unwrap();
     std::os::unix::fs::symlink(&unpacked, work_dir.join(alias)).unwrap();
 
-    // The same command on the local master: ferry's k8s settings are unused.
-    let command: Vec<String> = command
-        .iter()
-        .map(|a| match a.as_str() {
-            K8S_MASTER => "local[1]".to_owned(),
-            "cluster" => "client".to_owned(),
-            _ => a.clone(),
-        })
-        .collect();
+    let command = on_local_master(&command);
     let log = case.join("spark.log");
     let mut child = Command::new(&command[0])
         .args(&command[1..])

@@ -20,6 +20,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferry_tests::spark_image::{UNREACHABLE_K8S_MASTER, on_local_master};
 use ferry_tests::{FerryServer, bin, require_tool};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
@@ -92,7 +93,7 @@ fn spark_runs_the_rewritten_command_with_dependencies_ferry_init_fetched() {
         .arg(&spark_submit)
         .args([
             "--master",
-            "k8s://https://127.0.0.1:9",
+            UNREACHABLE_K8S_MASTER,
             "--deploy-mode",
             "cluster",
         ])
@@ -156,14 +157,7 @@ fn spark_runs_the_rewritten_command_with_dependencies_ferry_init_fetched() {
     std::fs::remove_dir_all(&deps).unwrap();
 
     // The same command on the local master: ferry's k8s settings are unused.
-    let command: Vec<String> = command
-        .iter()
-        .map(|a| match a.as_str() {
-            "k8s://https://127.0.0.1:9" => "local[1]".to_owned(),
-            "cluster" => "client".to_owned(),
-            _ => a.clone(),
-        })
-        .collect();
+    let command = on_local_master(&command);
     let log = work.path().join("spark.log");
     let mut child = Command::new(&command[0])
         .args(&command[1..])
