@@ -19,11 +19,11 @@
 //! `venv-pack`, `wheel` and `setuptools`; `tests/install-deps.sh`).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use ferry_tests::spark_image::{UNREACHABLE_K8S_MASTER, on_local_master};
-use ferry_tests::{FerryServer, bin, require_tool};
+use ferry_tests::{Child, FerryServer, bin, require_tool};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
@@ -317,38 +317,21 @@ fn spark_with_archive(
 
     let command = on_local_master(&command);
     let log = case.join("spark.log");
-    let mut child = Command::new(&command[0])
+    let mut spark = Command::new(&command[0]);
+    spark
         .args(&command[1..])
         .current_dir(&work_dir)
         .env("PYSPARK_DRIVER_PYTHON", python)
         .env_remove("PYSPARK_PYTHON")
         .env("SPARK_LOCAL_IP", "127.0.0.1")
         .env("SPARK_LOCAL_DIRS", case.join("spark-local"))
-        .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-        ))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "spark-submit still running after 240 s; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let spark_log = std::fs::read_to_string(&log).unwrap_or_default();
+        .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9");
+    let mut child = Child::spawn("spark-submit", spark, log);
+    let status = child.wait_timeout(Duration::from_secs(240));
+    let spark_log = child.log_text();
     assert!(
-        status.success(),
-        "spark-submit {command:?} failed:\n{spark_log}"
+        status.is_some_and(|s| s.success()),
+        "spark-submit {command:?} ({status:?}, killed after 240 s if None):\n{spark_log}"
     );
     let result = std::fs::read_to_string(&output)
         .unwrap_or_else(|e| panic!("no result ({e}):\n{spark_log}"));

@@ -17,11 +17,11 @@
 //! `target/emulators/env.sh`) and `java` on `PATH`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use ferry_tests::spark_image::{UNREACHABLE_K8S_MASTER, on_local_master};
-use ferry_tests::{FerryServer, bin, require_tool};
+use ferry_tests::{Child, FerryServer, bin, require_tool};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
@@ -159,37 +159,20 @@ fn spark_runs_the_rewritten_command_with_dependencies_ferry_init_fetched() {
     // The same command on the local master: ferry's k8s settings are unused.
     let command = on_local_master(&command);
     let log = work.path().join("spark.log");
-    let mut child = Command::new(&command[0])
+    let mut spark = Command::new(&command[0]);
+    spark
         .args(&command[1..])
         .current_dir(work.path())
         .env("PYSPARK_PYTHON", &python)
         .env("PYSPARK_DRIVER_PYTHON", &python)
         .env("SPARK_LOCAL_IP", "127.0.0.1")
-        .env("SPARK_LOCAL_DIRS", work.path().join("spark-local"))
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-        ))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "spark-submit still running after 240 s; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let spark_log = std::fs::read_to_string(&log).unwrap_or_default();
+        .env("SPARK_LOCAL_DIRS", work.path().join("spark-local"));
+    let mut child = Child::spawn("spark-submit", spark, log);
+    let status = child.wait_timeout(Duration::from_secs(240));
+    let spark_log = child.log_text();
     assert!(
-        status.success(),
-        "spark-submit {command:?} failed:\n{spark_log}"
+        status.is_some_and(|s| s.success()),
+        "spark-submit {command:?} ({status:?}, killed after 240 s if None):\n{spark_log}"
     );
     let expected_score: i64 = (1..=50).map(|i| i * 2).sum();
     assert_eq!(
