@@ -13,9 +13,14 @@ bash tests/install-deps.sh
 # shellcheck disable=SC1091
 source "${CARGO_TARGET_DIR:-$root/target}/emulators/env.sh"
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+# Incremental state only helps a developer's next edit; the suite goes without.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
-cargo build --locked --workspace --bins
+# One build for the images and the tests: --tests resolves features as
+# `cargo test` does (dev-dependencies included), so nextest below reuses every
+# artifact instead of compiling tokio, hyper and the rest a second time.
+cargo build --locked --workspace --bins --tests
 containers=${FERRY_TEST_CONTAINERS:-${CARGO_TARGET_DIR:-$root/target}/containers}
 bash deploy/images/build.sh --binaries "${CARGO_TARGET_DIR:-$root/target}/debug" \
   --root "$containers/storage" --runroot "$containers/run"

@@ -29,15 +29,42 @@ pub struct Ferry {
 impl Ferry {
     /// Starts `target/release/ferry-server` serving `data` (created if absent).
     pub fn start(data: &Path, log: &Path) -> anyhow::Result<Self> {
-        let exe = release_bin("ferry-server")?;
         std::fs::create_dir_all(data).with_context(|| format!("create {}", data.display()))?;
+        let mut command = Command::new(release_bin("ferry-server")?);
+        command.arg("--data").arg(data);
+        let token_path = data.join("upload-token");
+        Self::launch(command, &token_path, data, log)
+    }
+
+    /// Starts a replica on the bucket `data` (`s3://...`), with the shared
+    /// upload token in `token_file`, `env` pointing it at the store, and
+    /// `args`.
+    pub fn replica(
+        data: &str,
+        token_file: &Path,
+        env: &[(String, String)],
+        args: &[&str],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new(release_bin("ferry-server")?);
+        command
+            .args(["--data", data, "--upload-token-file"])
+            .arg(token_file)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        Self::launch(command, token_file, Path::new(data), log)
+    }
+
+    fn launch(
+        mut command: Command,
+        token_path: &Path,
+        data: &Path,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
         let port = free_port();
-        let mut command = Command::new(exe);
         command
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .arg("--data")
-            .arg(data)
             .env("RUST_LOG", "warn");
         let child = Child::spawn("ferry-server", command, log.to_path_buf());
         if !wait_for_port(port, Duration::from_secs(20)) {
@@ -46,8 +73,7 @@ impl Ferry {
                 child.log_text()
             );
         }
-        let token_path = data.join("upload-token");
-        let token = std::fs::read_to_string(&token_path)
+        let token = std::fs::read_to_string(token_path)
             .with_context(|| format!("read {}", token_path.display()))?
             .trim()
             .to_owned();

@@ -257,10 +257,7 @@ async fn fetch_archive(
     let unpacked = blocking(move || {
         let mut file = file;
         let parent = dest.parent_dir(&path)?;
-        let parent_path = match path.as_str().rsplit_once('/') {
-            Some((above, _)) => dest.root().join(above),
-            None => dest.root().to_path_buf(),
-        };
+        let parent_path = dest.parent_path(&path);
         let result = unpack::unpack(
             &mut file,
             kind,
@@ -340,7 +337,14 @@ async fn fetch_archive_cached(
     let placed = blocking(move || {
         let parent = dest.parent_dir(&path)?;
         let (shard, _) = cached::shard(&root, &digest).map_err(FetchError::Unpack)?;
-        cached::place(&shard, &digest, &parent, path.file_name()).map_err(FetchError::Unpack)
+        cached::place(
+            &shard,
+            &digest,
+            &parent,
+            &dest.parent_path(&path),
+            path.file_name(),
+        )
+        .map_err(FetchError::Unpack)
     })
     .await?;
     drop(lock);

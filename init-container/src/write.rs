@@ -70,6 +70,14 @@ impl DestDir {
         self.root.join(path.as_str()).display().to_string()
     }
 
+    /// The path of the directory that holds `path`, for messages.
+    pub fn parent_path(&self, path: &EntryPath) -> PathBuf {
+        match path.as_str().rsplit_once('/') {
+            Some((above, _)) => self.root.join(above),
+            None => self.root.clone(),
+        }
+    }
+
     /// Opens the directory that holds `path`, creating missing components,
     /// refusing any component that is a symlink or not a directory.
     fn parent_of(&self, path: &EntryPath) -> Result<OwnedFd, FetchError> {

@@ -548,6 +548,123 @@ fn packages_are_resolved_staged_run_and_locked() {
     assert_eq!(fixture.bundles(), bundles, "nothing staged");
 }
 
+/// `ferry apply` resolves a SparkApplication's `spec.deps.packages` the
+/// way `ferry submit --packages` does (same Ivy, same lock, same cache):
+/// the object comes back naming the resolved jars where ferry-init puts
+/// them and no package list for the operator's spark-submit to resolve
+/// again, and ferry-init, run with the driver template's arguments,
+/// delivers each jar byte-identical to what the repository served.
+#[test]
+fn a_spark_applications_packages_are_resolved_once_and_delivered_as_jars() {
+    let Some(fixture) = Fixture::start() else {
+        return;
+    };
+    let second = fixture.nginx.at("/b/");
+    std::fs::write(fixture.path("job.py"), JOB).unwrap();
+    std::fs::write(
+        fixture.path("app.yaml"),
+        format!(
+            "apiVersion: sparkoperator.k8s.io/v1beta2\nkind: SparkApplication\nmetadata: {{name: with-packages}}\nspec:\n  type: Python\n  mainApplicationFile: {}\n  deps:\n    packages: ['com.ex:app-lib:1.0']\n    repositories: ['{second}']\n  sparkConf:\n    spark.jars.packages: com.ex:ignored:9.9\n",
+            fixture.path("job.py").display()
+        ),
+    )
+    .unwrap();
+    let lock = fixture.path("apply.lock");
+    let output = Command::new(bin("ferry"))
+        .args(["--server", &fixture.server.url, "--token-file"])
+        .arg(&fixture.token)
+        .args(["apply", "--dry-run", "--namespace", "jobs", "-f"])
+        .arg(fixture.path("app.yaml"))
+        .arg("--deps-dir")
+        .arg(fixture.path("pod"))
+        .arg("--lock")
+        .arg(&lock)
+        .env("HOME", fixture.path("home"))
+        .env("XDG_CACHE_HOME", fixture.path("cache"))
+        .env("XDG_CONFIG_HOME", fixture.path("no-config"))
+        .env("KUBECONFIG", fixture.path("no-kubeconfig"))
+        .env("SPARK_HOME", &fixture.spark.spark_home)
+        .env("JAVA_HOME", &fixture.spark.java_home)
+        .env("DEFAULT_ARTIFACT_REPOSITORY", fixture.nginx.at("/a/"))
+        .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "ferry apply: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains("SparkApplication with-packages: 1 packages: 6 jars"),
+        "{}",
+        stderr(&output)
+    );
+    let documents: Vec<Value> =
+        serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&output.stdout))
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .filter(|d: &Value| !d.is_null())
+            .collect();
+    let (app, secret) = (&documents[0], &documents[1]);
+    let deps = &app["spec"]["deps"];
+    assert!(
+        deps.get("packages").is_none() && deps.get("repositories").is_none(),
+        "{deps}"
+    );
+    assert_eq!(app["spec"]["sparkConf"]["spark.jars.packages"], "");
+    let jars: Vec<&str> = deps["jars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j.as_str().unwrap())
+        .collect();
+    let pod_jars = format!("local://{}/jars/", fixture.path("pod").display());
+    assert!(jars.iter().all(|j| j.starts_with(&pod_jars)), "{jars:?}");
+    let names: BTreeSet<String> = jars
+        .iter()
+        .map(|j| j.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, expected());
+    let locked: Value = serde_json::from_str(&std::fs::read_to_string(&lock).unwrap()).unwrap();
+    assert_eq!(locked["request"]["packages"][0], "com.ex:app-lib:1.0");
+
+    // The pod's part, with the driver template's own arguments.
+    let pod_token = fixture.path("pod-token");
+    std::fs::write(&pod_token, secret["stringData"]["token"].as_str().unwrap()).unwrap();
+    let init = app["spec"]["driver"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ferry-init")
+        .expect("ferry-init in the driver template");
+    let args: Vec<String> = init["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            a.as_str().unwrap().replace(
+                "/var/run/secrets/ferry/token",
+                &pod_token.display().to_string(),
+            )
+        })
+        .collect();
+    let ran = Command::new(bin("ferry-init"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "ferry-init: {}", stderr(&ran));
+    let served = fixture.nginx.at("/");
+    for artifact in locked["artifacts"].as_array().unwrap() {
+        let url = artifact["url"].as_str().unwrap();
+        let in_repo = fixture
+            .work
+            .path()
+            .join("repos")
+            .join(url.strip_prefix(&served).unwrap());
+        let file = artifact["file"].as_str().unwrap();
+        assert!(
+            std::fs::read(fixture.path("pod/jars").join(file)).unwrap()
+                == std::fs::read(&in_repo).unwrap(),
+            "{file} delivered as served from {url}"
+        );
+    }
+}
+
 #[test]
 fn resolution_errors_name_what_to_fix_and_stage_nothing() {
     let Some(fixture) = Fixture::start() else {

@@ -203,3 +203,149 @@ fn s3a_settings_and_secret_refs_reach_ferry_init_in_the_pod_and_no_secret_is_wri
         );
     }
 }
+
+/// `ferry apply` carries the same from a SparkApplication: its
+/// `spec.hadoopConf` (as `spark.hadoop.*`) and `spec.sparkConf` reach the
+/// driver's ferry-init, the inline key through the token Secret applied
+/// with the object; a dependency whose credentials ferry cannot carry stays
+/// in the object for Spark, with a notice. The driver pod is built from
+/// the applied object's template, as the operator would build it.
+#[test]
+fn a_spark_applications_hadoop_conf_reaches_ferry_init_in_the_driver_pod() {
+    let Some(a) = Moto::start() else {
+        return;
+    };
+    let Some(cluster) = Cluster::start(&["ferry-init"]) else {
+        return;
+    };
+    a.create_bucket("jars-a");
+    let jar_a = cluster.path("a.jar");
+    std::fs::write(&jar_a, b"jar a, reached with hadoopConf").unwrap();
+    a.put_object("jars-a", "lib/a.jar", &jar_a);
+    std::fs::write(cluster.path("app.jar"), b"app").unwrap();
+    let secret_setting = "spark.hadoop.fs.s3a.bucket.jars-a.secret.key";
+    std::fs::write(
+        cluster.path("app.yaml"),
+        format!(
+            "apiVersion: sparkoperator.k8s.io/v1beta2
+kind: SparkApplication
+metadata: {{name: carried, namespace: {NAMESPACE}}}
+spec:
+  type: Scala
+  mainApplicationFile: app.jar
+  deps:
+    jars: ['s3a://jars-a/lib/a.jar', 's3a://vault/c.jar']
+  hadoopConf:
+    fs.s3a.bucket.jars-a.endpoint: {endpoint}
+    fs.s3a.path.style.access: 'true'
+    fs.s3a.bucket.jars-a.access.key: {KEY_A}
+    fs.s3a.bucket.jars-a.secret.key: {SECRET_A}
+  sparkConf:
+    spark.hadoop.fs.s3a.bucket.vault.aws.credentials.provider: org.apache.hadoop.fs.s3a.auth.AssumedRoleCredentialProvider
+",
+            endpoint = a.endpoint
+        ),
+    )
+    .unwrap();
+    let apply = |extra: &[&str]| {
+        let mut command = ferry_tests::cluster::ferry_in(
+            &cluster.server,
+            &cluster.upload_token,
+            cluster.work.path(),
+            &cluster.kube,
+        );
+        command
+            .args([
+                "apply",
+                "-f",
+                "app.yaml",
+                "--pod-server",
+                &cluster.server.url,
+            ])
+            .args(extra);
+        command.output().unwrap()
+    };
+
+    let dry = apply(&["--dry-run"]);
+    let dry_err = String::from_utf8_lossy(&dry.stderr).into_owned();
+    assert!(dry.status.success(), "{dry_err}");
+    let dry_out = String::from_utf8_lossy(&dry.stdout).into_owned();
+    let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&dry_out)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|d: &Value| !d.is_null())
+        .collect();
+    assert_eq!(
+        documents[1]["stringData"][secret_setting], "<redacted>",
+        "{dry_out}"
+    );
+
+    let run = apply(&[]);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "ferry apply: {stderr}");
+    assert!(
+        stderr.contains("ferry: leaving s3a://vault/c.jar to Spark: "),
+        "{stderr}"
+    );
+    for (what, text) in [
+        ("the dry run", dry_out.as_str()),
+        ("the dry run's log", dry_err.as_str()),
+        ("ferry's log", stderr.as_str()),
+    ] {
+        assert!(!text.contains(SECRET_A), "{what} shows the key:\n{text}");
+    }
+    let app = cluster
+        .kube
+        .client()
+        .get(&format!(
+            "/apis/sparkoperator.k8s.io/v1beta2/namespaces/{NAMESPACE}/sparkapplications/carried"
+        ))
+        .expect("applied");
+    let jars: Vec<&str> = app["spec"]["deps"]["jars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j.as_str().unwrap())
+        .collect();
+    assert_eq!(jars, ["local:///var/ferry/jars/a.jar", "s3a://vault/c.jar"]);
+    let template = &app["spec"]["driver"]["template"]["spec"];
+    assert!(
+        !template.to_string().contains(SECRET_A),
+        "the applied template shows the key: {template}"
+    );
+
+    // The driver pod as the operator would make it from the template.
+    let mut pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "carried-driver", "namespace": NAMESPACE},
+        "spec": template,
+    }))
+    .unwrap();
+    let spec = pod.spec.as_mut().unwrap();
+    let main = &mut spec.containers[0];
+    main.image = Some(spark_image::IMAGE.into());
+    main.command = Some(vec!["ls".into(), "/var/ferry/jars".into()]);
+    let init = spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .find(|c| c.name == "ferry-init")
+        .unwrap();
+    init.env.get_or_insert_with(Vec::new).extend(
+        ferry_tests::metadata_on_loopback()
+            .into_iter()
+            .map(|(name, value)| EnvVar {
+                name,
+                value: Some(value),
+                ..Default::default()
+            }),
+    );
+    let pod = cluster.store_pod(NAMESPACE, &pod);
+    let outcome = cluster
+        .lister_kubelet()
+        .run_pod(&pod, Duration::from_secs(120));
+    assert!(outcome.succeeded(), "{}", outcome.describe());
+    let names: Vec<&str> = outcome.containers[0].log.split_whitespace().collect();
+    assert_eq!(names, ["a.jar"], "{}", outcome.describe());
+    assert!(!outcome.describe().contains(SECRET_A));
+}

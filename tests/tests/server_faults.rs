@@ -370,8 +370,9 @@ fn kill_9_during_garbage_collection_loses_no_live_bundle() {
             .args(["--gc-interval", "1s", "--gc-grace", "1s"])
             .start()
     };
-    let mut server = fast_gc(FerryServer::builder());
-    let api = ApiClient::new(&server.url, Some(&server.token));
+    // Staged with GC out of the way, so the sweep below starts with all of it.
+    let mut stager = FerryServer::builder().args(["--gc-interval", "1h"]).start();
+    let api = ApiClient::new(&stager.url, Some(&stager.token));
     // Live bundles, expiring bundles, and many orphans for the sweep to chew on.
     let mut live = Vec::new();
     for i in 0..20u64 {
@@ -387,15 +388,34 @@ fn kill_9_during_garbage_collection_loses_no_live_bundle() {
         let bytes = pseudo_random_bytes(8000 + i, 1500);
         api.stage(&[("f", &bytes)], json!({"ttl_seconds": 1}));
     }
-    let orphans: Vec<Vec<u8>> = (0..600u64)
+    // The sweep deletes in batches of 1000 and counts each batch when it is
+    // done, so with four batches' worth the first count leaves two or more
+    // batches still to go: the kill lands mid-sweep however fast the disk.
+    let orphans: Vec<Vec<u8>> = (0..3100u64)
         .map(|i| pseudo_random_bytes(9000 + i, 1024))
         .collect();
-    for bytes in &orphans {
-        assert_eq!(api.put_blob(bytes).status(), 201);
-    }
+    std::thread::scope(|scope| {
+        for part in orphans.chunks(orphans.len().div_ceil(4)) {
+            let api = &api;
+            scope.spawn(move || {
+                for bytes in part {
+                    assert_eq!(api.put_blob(bytes).status(), 201);
+                }
+            });
+        }
+    });
 
-    // Kill the moment the sweep has started deleting, before it can finish.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    stager.kill();
+    // Past the grace period and the expiring bundles' TTL.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut server = fast_gc(
+        FerryServer::builder()
+            .data(stager.data.clone())
+            .token(stager.token.clone()),
+    );
+
+    // Kill the moment the sweep has counted its first batch, before it can finish.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while server.metric("ferry_gc_blobs_deleted_total") == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -438,7 +458,7 @@ fn kill_9_during_garbage_collection_loses_no_live_bundle() {
     };
     check_live(&api);
     // The restarted server finishes the sweep, still sparing live blobs.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while deleted_on_disk(&after.data, &orphans) < orphans.len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -7,6 +7,7 @@ use crate::report::Row;
 pub mod fetch;
 pub mod load;
 pub mod packages;
+pub mod replicas;
 pub mod server_io;
 pub mod stage;
 pub mod unpack;
@@ -76,6 +77,11 @@ pub fn all() -> Vec<Scenario> {
             id: "packages",
             title: "ferry submit --packages with 20 packages: locked vs resolved with Spark's Ivy",
             run: packages::run,
+        },
+        Scenario {
+            id: "replicas",
+            title: "3 replicas on one bucket: CPU per GiB redirected vs proxied, redirect latency",
+            run: replicas::run,
         },
         Scenario {
             id: "unpack",

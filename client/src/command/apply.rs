@@ -26,6 +26,7 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 
+use super::packages::PackageFlags;
 use super::pods::PodFlags;
 use crate::api::ApiClient;
 use crate::k8s;
@@ -57,6 +58,8 @@ pub struct ApplyArgs {
     pub namespace: Option<String>,
     #[command(flatten)]
     pub pods: PodFlags,
+    #[command(flatten)]
+    pub packages: PackageFlags,
 }
 
 pub async fn run(client: &ApiClient, args: ApplyArgs, quiet: bool) -> anyhow::Result<()> {
@@ -74,17 +77,20 @@ pub async fn run(client: &ApiClient, args: ApplyArgs, quiet: bool) -> anyhow::Re
     };
     // Every object is planned before anything is staged, so one bad
     // document stages nothing.
-    let plans = apps
-        .into_iter()
-        .map(|app| {
-            AppPlan::new(
-                app,
-                &options,
-                SubmissionId::generate(),
-                k8s::kubeconfig_namespace,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut plans = Vec::with_capacity(apps.len());
+    for mut app in apps {
+        resolve_packages(&mut app, &args.packages, quiet).await?;
+        let plan = AppPlan::new(
+            app,
+            &options,
+            SubmissionId::generate(),
+            k8s::kubeconfig_namespace,
+        )?;
+        for notice in &plan.notices {
+            eprintln!("{notice}");
+        }
+        plans.push(plan);
+    }
     let pod_options = args.pods.pod_options(client);
     let mut rendered = Vec::new();
     for plan in &plans {
@@ -101,7 +107,7 @@ pub async fn run(client: &ApiClient, args: ApplyArgs, quiet: bool) -> anyhow::Re
         rendered.push((app, staged));
     }
     if args.dry_run {
-        print!("{}", dry_run_text(&rendered)?);
+        print!("{}", dry_run_text(&plans, &rendered)?);
         return Ok(());
     }
     let kube = kube::Client::try_default()
@@ -125,13 +131,39 @@ fn read_input(file: &std::path::Path) -> anyhow::Result<String> {
     std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
 }
 
-/// `--dry-run`: each object, then its Secret, as one YAML stream.
-fn dry_run_text(rendered: &[(RenderedApp, Option<StageOutcome>)]) -> anyhow::Result<String> {
+/// `spec.deps.packages` (and the package lists of `spec.sparkConf`)
+/// resolved once, here, as `ferry submit --packages` resolves them, and
+/// replaced in `app` by the jars, which are then staged like any local jar.
+async fn resolve_packages(
+    app: &mut crate::operator::SparkApplication,
+    flags: &PackageFlags,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let request = crate::operator::packages::request(app)
+        .with_context(|| format!("SparkApplication {}", app.name()))?;
+    if request.is_empty() {
+        return Ok(());
+    }
+    let what = format!("SparkApplication {}: ", app.name());
+    let jars = flags
+        .resolve(request, "spark-submit", &what, quiet)
+        .await
+        .with_context(|| format!("resolving the packages of SparkApplication {}", app.name()))?;
+    crate::operator::packages::replace_packages(app, &jars);
+    Ok(())
+}
+
+/// `--dry-run`: each object, then its Secret, as one YAML stream, store
+/// secrets redacted in both.
+fn dry_run_text(
+    plans: &[AppPlan],
+    rendered: &[(RenderedApp, Option<StageOutcome>)],
+) -> anyhow::Result<String> {
     let mut text = String::new();
-    for (app, _) in rendered {
+    for (plan, (app, _)) in plans.iter().zip(rendered) {
         text.push_str("---\n");
-        text.push_str(&serde_yaml::to_string(&app.app)?);
-        if let Some(secret) = &app.secret {
+        text.push_str(&serde_yaml::to_string(&app.shown_app())?);
+        if let Some(secret) = &app.shown_secret(plan) {
             text.push_str(
                 "---\n# ownerReferences (the SparkApplication's uid) are added when applied\n",
             );

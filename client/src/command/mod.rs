@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod bundles;
+pub mod packages;
 pub mod pods;
 pub mod stage;
 pub mod submit;

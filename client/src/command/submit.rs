@@ -19,12 +19,10 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 
 use super::Output;
+use super::packages::PackageFlags;
 use super::pods::PodFlags;
 use crate::api::ApiClient;
 use crate::k8s;
-use crate::packages::cache::JarCache;
-use crate::packages::ivy::IvyEnvironment;
-use crate::packages::{self, Provenance, ResolveOptions};
 use crate::spark::mode::{Mode, mode};
 use crate::spark::render::{Rendered, redact_command, render, shell_quote};
 use crate::spark::submission::{PlanOptions, Role, SparkPlan, spark_conf};
@@ -53,24 +51,8 @@ pub struct SubmitArgs {
     /// under the system temp directory).
     #[arg(long, env = "FERRY_TEMPLATE_DIR")]
     pub template_dir: Option<PathBuf>,
-    /// Lock file for --packages (e.g. ferry.lock): written after each
-    /// resolution; while it matches the requested packages, their jars are
-    /// staged from it without resolving.
-    #[arg(long, env = "FERRY_LOCK", help_heading = "Packages")]
-    pub lock: Option<PathBuf>,
-    /// Fail unless the --lock file exists and matches the requested
-    /// packages (CI: never resolve anything new).
-    #[arg(
-        long,
-        env = "FERRY_LOCKED",
-        requires = "lock",
-        help_heading = "Packages"
-    )]
-    pub locked: bool,
-    /// ferry's jar cache, where resolved jars are kept by digest (default:
-    /// $XDG_CACHE_HOME/ferry/jars, else ~/.cache/ferry/jars).
-    #[arg(long, env = "FERRY_JAR_CACHE", help_heading = "Packages")]
-    pub jar_cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub packages: PackageFlags,
     /// With --dry-run: print text (YAML and the command) or one JSON object.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -181,33 +163,10 @@ async fn resolve_packages(
     if request.is_empty() {
         return Ok(submit);
     }
-    let cache = args
-        .jar_cache
-        .clone()
-        .or_else(JarCache::default_dir)
-        .context("no home folder for ferry's jar cache: pass --jar-cache DIR")?;
-    let options = ResolveOptions {
-        lock: args.lock.clone(),
-        locked: args.locked,
-        cache: JarCache::new(cache),
-        environment: IvyEnvironment::from_env(&submit.program),
-    };
-    let asked = request.packages.len();
-    let resolution = tokio::task::spawn_blocking(move || packages::resolve(&request, &options))
-        .await
-        .context("the package resolution thread failed")??;
-    if !quiet {
-        let how = match resolution.provenance {
-            Provenance::Locked { fetched: 0 } => "from the lock".to_owned(),
-            Provenance::Locked { fetched } => format!("from the lock ({fetched} fetched again)"),
-            Provenance::Resolved | Provenance::Nothing => "resolved with Spark's Ivy".to_owned(),
-        };
-        eprintln!(
-            "ferry: {asked} packages: {} jars {how}",
-            resolution.jars.len()
-        );
-    }
-    let jars: Vec<PathBuf> = resolution.jars.iter().map(|j| j.path.clone()).collect();
+    let jars = args
+        .packages
+        .resolve(request, &submit.program, "", quiet)
+        .await?;
     Ok(spark::packages::replace_packages(
         &submit, properties, &jars,
     ))

@@ -59,6 +59,9 @@ pub struct AppSpec {
     pub deps: Option<Deps>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spark_conf: Option<BTreeMap<String, String>>,
+    /// Hadoop settings; the operator passes each as `spark.hadoop.<key>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hadoop_conf: Option<BTreeMap<String, String>>,
     /// The pods' volumes, shared by driver and executors (the operator
     /// mounts them through each role's `volumeMounts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,10 +86,14 @@ pub struct Deps {
     pub py_files: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archives: Option<Vec<String>>,
-    /// Maven coordinates: left to the operator's spark-submit (see the
-    /// README's spark-operator section).
+    /// Maven coordinates, resolved by `ferry apply` as by `ferry submit
+    /// --packages` and replaced by the jars they resolve to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packages: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_packages: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repositories: Option<Vec<String>>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
@@ -250,7 +257,10 @@ status:
         assert_eq!(app.spec.other["futureOperatorField"]["nested"][1], 2);
         assert_eq!(app.spec.other["type"], "Scala");
         let deps = app.spec.deps.as_ref().unwrap();
-        assert_eq!(deps.other["excludePackages"][0], "org:y");
+        assert_eq!(
+            deps.exclude_packages.as_deref(),
+            Some(&["org:y".to_owned()][..])
+        );
         assert_eq!(app.spec.driver.as_ref().unwrap().other["cores"], 1);
         let back = serde_json::to_value(app).unwrap();
         assert_eq!(back["spec"]["futureOperatorField"]["nested"][0], 1);

@@ -3,9 +3,17 @@
 //! by [`Deliveries::plan`], the planner `ferry submit` uses, so the two
 //! commands stage, fetch and rewrite a dependency the same way.
 //!
+//! What Spark would use to reach a remote dependency is carried over to
+//! ferry-init from `spec.sparkConf` and `spec.hadoopConf` by
+//! [`crate::submission::remote`], as `ferry submit` carries it from its
+//! `--conf`s.
+//!
 //! Pure but for a `stat` of each local dependency.
 
+use std::collections::BTreeMap;
+
 use crate::spark::submission::Role;
+use crate::submission::remote::{self, RemoteAccess};
 use crate::submission::{
     Deliveries, Dependency, DepsDir, Kind, Submission, SubmissionError, SubmissionId,
 };
@@ -61,6 +69,9 @@ pub struct AppPlan {
     pub app: SparkApplication,
     pub submission: Submission,
     pub inject: Inject,
+    /// One line per remote dependency left to Spark (see
+    /// [`remote::keep_carriable`]).
+    pub notices: Vec<String>,
 }
 
 impl AppPlan {
@@ -87,13 +98,17 @@ impl AppPlan {
             (None, None) => context_namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
         };
         app.metadata.namespace = Some(namespace.clone());
-        let submission = Deliveries::plan(&dependencies(&app), &options.deps_dir)
+        let conf = spark_conf(&app);
+        let (deps, notices) = remote::keep_carriable(&conf, dependencies(&app));
+        let submission = Deliveries::plan(&deps, &options.deps_dir)
             .and_then(|deliveries| {
+                let access = RemoteAccess::new(&conf, deliveries.fetched().iter().map(|f| &f.uri));
                 // With nothing staged the pods need no token, so an
                 // application whose dependencies are all remote is fine
                 // here (ferry submit refuses it: there the token is how
                 // its templates are tied to the run).
                 Submission::without_token_check(id, namespace, Some(name.clone()), deliveries)
+                    .map(|submission| submission.with_remote(access))
             })
             .map_err(|source| PlanError::Submission {
                 name: name.clone(),
@@ -103,6 +118,7 @@ impl AppPlan {
             app,
             submission,
             inject: options.inject,
+            notices,
         })
     }
 
@@ -130,6 +146,17 @@ impl AppPlan {
             .cloned()
             .unwrap_or_else(|| format!("spark-kubernetes-{}", role.as_str()))
     }
+}
+
+/// The Spark configuration the operator's spark-submit gets:
+/// `spec.sparkConf`, then `spec.hadoopConf` as `spark.hadoop.*` (passed
+/// after it, so it wins, as with the operator).
+pub fn spark_conf(app: &SparkApplication) -> BTreeMap<String, String> {
+    let mut conf = app.spec.spark_conf.clone().unwrap_or_default();
+    for (key, value) in app.spec.hadoop_conf.iter().flatten() {
+        conf.insert(format!("spark.hadoop.{key}"), value.clone());
+    }
+    conf
 }
 
 /// The role's pod settings in `app`.

@@ -16,11 +16,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use super::app::{API_VERSION, KIND, SparkApplication};
 use super::plan::{AppPlan, Inject, pod_spec};
 use crate::k8s::{self, InitSpec};
-use crate::spark::render::{AVOID_DOWNLOAD, avoid_download_schemes};
+use crate::spark::render::{AVOID_DOWNLOAD, REDACTED, avoid_download_schemes};
 use crate::spark::submission::Role;
 use crate::spark::with_alias;
 use crate::submission::render::{PodDelivery, PodOptions};
-use crate::submission::{Dependency, Kind};
+use crate::submission::{Dependency, Kind, remote};
 
 /// What `ferry apply` applies for one SparkApplication.
 #[derive(Debug, Clone)]
@@ -31,6 +31,40 @@ pub struct RenderedApp {
     /// ([`owned_by`]).
     pub secret: Option<Secret>,
     pub bundle: Option<BundleId>,
+}
+
+impl RenderedApp {
+    /// The object as a dry run shows it: secret settings in
+    /// `spec.sparkConf` and `spec.hadoopConf` redacted (as `ferry submit
+    /// --dry-run` redacts them on the command). The applied object keeps
+    /// them as written.
+    pub fn shown_app(&self) -> SparkApplication {
+        let mut app = self.app.clone();
+        let spec = &mut app.spec;
+        for (prefix, conf) in [
+            ("", &mut spec.spark_conf),
+            ("spark.hadoop.", &mut spec.hadoop_conf),
+        ] {
+            for (key, value) in conf.iter_mut().flatten() {
+                if remote::is_secret_setting(&format!("{prefix}{key}")) {
+                    *value = REDACTED.into();
+                }
+            }
+        }
+        app
+    }
+
+    /// The Secret as a dry run shows it: the store secrets carried in it
+    /// redacted.
+    pub fn shown_secret(&self, plan: &AppPlan) -> Option<Secret> {
+        let mut secret = self.secret.clone()?;
+        for (key, value) in secret.string_data.iter_mut().flatten() {
+            if plan.submission.remote.is_carried_key(key) {
+                *value = REDACTED.into();
+            }
+        }
+        Some(secret)
+    }
 }
 
 /// Renders `plan`; `staged` is the bundle holding its local files and the
@@ -56,11 +90,18 @@ pub fn render(
         }
         None => (None, PodDelivery::remote_only(&plan.submission, options)),
     };
+    // The store references each side's ferry-init needs (see
+    // crate::submission::remote), added to the merged pod.
+    let remote = |pod: &mut Pod, role: Role, container: &str| {
+        plan.submission
+            .remote
+            .add_to_pod(pod, role.side(), init.secret_name.as_deref(), container);
+    };
     for role in Role::ALL {
         let container = plan.container(role);
         match plan.inject {
-            Inject::Template => into_template(&mut app, role, &init, &container),
-            Inject::InitContainers => into_fields(&mut app, role, &init, &container),
+            Inject::Template => into_template(&mut app, role, &init, &container, remote),
+            Inject::InitContainers => into_fields(&mut app, role, &init, &container, remote),
         }
         let labels = pod_spec(&mut app, role)
             .labels
@@ -131,7 +172,13 @@ fn rewrite(app: &mut SparkApplication, plan: &AppPlan) {
 }
 
 /// ferry merged into the role's pod template, as into `ferry submit`'s.
-fn into_template(app: &mut SparkApplication, role: Role, init: &InitSpec, container: &str) {
+fn into_template(
+    app: &mut SparkApplication,
+    role: Role,
+    init: &InitSpec,
+    container: &str,
+    remote: impl Fn(&mut Pod, Role, &str),
+) {
     let spec = pod_spec(app, role);
     let template = spec.template.take().unwrap_or_default();
     let pod = Pod {
@@ -139,7 +186,8 @@ fn into_template(app: &mut SparkApplication, role: Role, init: &InitSpec, contai
         spec: template.spec,
         ..Default::default()
     };
-    let merged = k8s::merge_template(Some(pod), init, container);
+    let mut merged = k8s::merge_template(Some(pod), init, container);
+    remote(&mut merged, role, container);
     spec.template = Some(PodTemplateSpec {
         metadata: Some(merged.metadata).filter(|m| *m != ObjectMeta::default()),
         spec: merged.spec,
@@ -150,7 +198,13 @@ fn into_template(app: &mut SparkApplication, role: Role, init: &InitSpec, contai
 /// Spark container's mounts on the role, volumes on `spec.volumes` (shared
 /// by both roles; merging twice does not duplicate them), fsGroup on the
 /// role's `podSecurityContext`.
-fn into_fields(app: &mut SparkApplication, role: Role, init: &InitSpec, container: &str) {
+fn into_fields(
+    app: &mut SparkApplication,
+    role: Role,
+    init: &InitSpec,
+    container: &str,
+    remote: impl Fn(&mut Pod, Role, &str),
+) {
     let volumes = app.spec.volumes.take();
     let spec = pod_spec(app, role);
     let pod = Pod {
@@ -167,9 +221,9 @@ fn into_fields(app: &mut SparkApplication, role: Role, init: &InitSpec, containe
         }),
         ..Default::default()
     };
-    let mut merged = k8s::merge_template(Some(pod), init, container)
-        .spec
-        .unwrap_or_default();
+    let mut merged = k8s::merge_template(Some(pod), init, container);
+    remote(&mut merged, role, container);
+    let mut merged = merged.spec.unwrap_or_default();
     spec.init_containers = merged.init_containers;
     spec.pod_security_context = merged.security_context;
     spec.volume_mounts = merged.containers.pop().and_then(|c| c.volume_mounts);
@@ -220,6 +274,57 @@ mod tests {
 
     fn names(containers: &Option<Vec<Container>>) -> Vec<&str> {
         listed(containers, |c| c.name.as_str())
+    }
+
+    #[test]
+    fn store_settings_reach_both_roles_and_a_dry_run_hides_inline_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = "    jars: ['s3a://b/lib.jar']\n  hadoopConf:\n    fs.s3a.endpoint: http://127.0.0.1:9000\n    fs.s3a.secret.key: inline-secret\n    fs.s3a.access.key: AKID\n  sparkConf:\n    spark.kubernetes.driver.secrets.aws-d: /etc/aws-d\n    spark.kubernetes.executor.secrets.aws-e: /etc/aws-e\n";
+        let plan = plan(dir.path(), Inject::InitContainers, extra);
+        let rendered = render(&plan, Some((&bundle(), "read-token")), &OPTIONS());
+        // Where the two roles share spec.volumes, neither's Secret mount is lost.
+        let volumes = listed(&rendered.app.spec.volumes, |v| v.name.as_str());
+        for secret in ["aws-d", "aws-e"] {
+            assert!(
+                volumes.iter().any(|v| v.ends_with(secret)),
+                "{secret} in {volumes:?}"
+            );
+        }
+        let driver = rendered.app.spec.driver.as_ref().unwrap();
+        let init = &driver.init_containers.as_ref().unwrap()[0];
+        let plan_json = k8s::plan_of(init).expect("a plan");
+        let store = plan_json
+            .items
+            .iter()
+            .find_map(|i| i.store.as_ref())
+            .expect("store settings");
+        // s3a's default virtual-hosted style, the key by env var only.
+        assert_eq!(store.options["aws_endpoint"], "http://b.127.0.0.1:9000");
+        assert!(store.env.contains_key("aws_secret_access_key"), "{store:?}");
+        let env: Vec<&str> = listed(&init.env, |e| e.name.as_str());
+        assert!(
+            !env.is_empty(),
+            "the inline key reaches ferry-init by reference"
+        );
+        assert!(
+            !serde_json::to_string(&rendered.app.spec.driver)
+                .unwrap()
+                .contains("inline-secret")
+        );
+        let shown = rendered.shown_app();
+        assert_eq!(
+            shown.spec.hadoop_conf.as_ref().unwrap()["fs.s3a.secret.key"],
+            REDACTED
+        );
+        assert_eq!(
+            shown.spec.hadoop_conf.as_ref().unwrap()["fs.s3a.endpoint"],
+            "http://127.0.0.1:9000"
+        );
+        let secret = rendered.shown_secret(&plan).unwrap();
+        assert!(
+            secret.string_data.unwrap().values().any(|v| v == REDACTED),
+            "the carried key is redacted in the shown Secret"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::rewrite;
 use super::submission::{Role, SparkPlan};
-use crate::submission::remote::{self, Side};
+use crate::submission::remote;
 use crate::submission::render::{PodDelivery, PodOptions};
 
 /// One merged pod template and where it goes.
@@ -63,14 +63,10 @@ pub fn render(
         .templates
         .iter()
         .map(|template| {
-            let side = match template.role {
-                Role::Driver => Side::Driver,
-                Role::Executor => Side::Executor,
-            };
             let pod = delivery.template_for(
                 bases.get(&template.role).cloned(),
                 &template.container,
-                side,
+                template.role.side(),
             );
             Ok(RenderedTemplate {
                 path: template.path.clone(),

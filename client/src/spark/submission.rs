@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{SparkSubmit, dependencies};
-use crate::submission::remote::{self, RemoteAccess};
+use crate::submission::remote::{self, RemoteAccess, Side};
 use crate::submission::{Deliveries, DepsDir, Submission, SubmissionError, SubmissionId};
 
 /// Namespace when neither the flag, Spark nor the kubeconfig names one.
@@ -36,6 +36,14 @@ impl Role {
     /// `spark.kubernetes.<role>.<suffix>`.
     pub fn setting(self, suffix: &str) -> String {
         format!("spark.kubernetes.{}.{suffix}", self.as_str())
+    }
+
+    /// Which pods' store references this role's ferry-init gets.
+    pub fn side(self) -> Side {
+        match self {
+            Self::Driver => Side::Driver,
+            Self::Executor => Side::Executor,
+        }
     }
 }
 

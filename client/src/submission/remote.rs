@@ -293,8 +293,11 @@ impl RemoteAccess {
         if env.is_empty() && mounts.is_empty() {
             return;
         }
+        // By name, so a second call (or the other role's, where the two
+        // share `spec.volumes`, as a SparkApplication's do) keeps what the
+        // first added.
         let all_volumes = spec.volumes.get_or_insert_with(Vec::new);
-        all_volumes.retain(|v| !v.name.starts_with(USER_SECRET_VOLUME));
+        all_volumes.retain(|v| !volumes.iter().any(|n| n.name == v.name));
         all_volumes.extend(volumes);
         let Some(init) = spec
             .init_containers

@@ -205,23 +205,13 @@ pub fn place(
     shard: &OwnedFd,
     digest: &Digest,
     parent: &OwnedFd,
+    parent_path: &Path,
     name: &str,
 ) -> Result<Unpacked, UnpackError> {
     let (_, tree_name) = tree_place(digest);
     let tree = rustix::fs::openat(shard, tree_name.as_str(), DIR_FLAGS, Mode::empty())
         .map_err(|e| io("opening a cached tree".into(), e))?;
-    let [temp, replaced, marker] = super::side_names(name);
-    let (temp_c, replaced_c) = (super::c_name(&temp)?, super::c_name(&replaced)?);
-    remove_tree_at(parent, &temp_c)
-        .map_err(|e| UnpackError::io("removing a stale temp tree", e))?;
-    remove_tree_at(parent, &replaced_c)
-        .map_err(|e| UnpackError::io("removing a replaced tree", e))?;
-    let _ = rustix::fs::unlinkat(parent, marker.as_str(), AtFlags::empty());
-    rustix::fs::mkdirat(parent, temp.as_str(), Mode::from_raw_mode(0o700))
-        .map_err(|e| io("creating a temp tree".into(), e))?;
-    let result = (|| -> Result<Unpacked, UnpackError> {
-        let target = rustix::fs::openat(parent, temp.as_str(), DIR_FLAGS, Mode::empty())
-            .map_err(|e| io("opening a temp tree".into(), e))?;
+    super::publish(parent, parent_path, name, Some(digest), |_, target| {
         let mut done = Unpacked::default();
         let mut linking = true;
         copy_tree(&tree, &target, &mut done, &mut linking)?;
@@ -232,22 +222,8 @@ pub fn place(
             // Copies are new data: make them durable like a fresh unpack.
             rustix::fs::syncfs(&target).map_err(|e| io("syncing a tree".into(), e))?;
         }
-        super::swap_in(parent, &temp, &replaced, name)
-            .map_err(|e| io("publishing the tree".into(), e))?;
         Ok(done)
-    })();
-    let done = match result {
-        Ok(done) => done,
-        Err(error) => {
-            let _ = remove_tree_at(parent, &temp_c);
-            return Err(error);
-        }
-    };
-    remove_tree_at(parent, &replaced_c)
-        .map_err(|e| UnpackError::io("removing the replaced tree", e))?;
-    super::write_marker(parent, &marker, digest, &done)
-        .map_err(|e| UnpackError::io("writing an unpack marker", e))?;
-    Ok(done)
+    })
 }
 
 /// Recreates `from` in `to`: directories with their modes (owner rwx

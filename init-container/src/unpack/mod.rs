@@ -203,43 +203,63 @@ pub fn unpack(
     archive
         .seek(SeekFrom::Start(0))
         .map_err(|e| UnpackError::io("reading the archive", e))?;
+    // A zip is checked whole, from its central directory, before anything
+    // is written.
+    enum Source<'a> {
+        Zip(zip::ZipArchive<&'a mut File>),
+        Tar(&'a mut File),
+    }
+    let mut source = if kind.is_zip() {
+        Source::Zip(open_zip(archive, kind, limits)?)
+    } else {
+        Source::Tar(archive)
+    };
+    publish(parent, parent_path, name, digest, |temp, fd| {
+        let mut tree = Tree::new(parent_path.join(temp), fd);
+        let unpacked = match &mut source {
+            Source::Zip(zip) => unzip(zip, kind, &mut tree, limits)?,
+            Source::Tar(file) => untar(file, kind, &mut tree, limits)?,
+        };
+        let fd = tree.finish()?;
+        rustix::fs::syncfs(&fd).map_err(|e| io_in(parent_path, "syncing the unpacked tree", e))?;
+        Ok(unpacked)
+    })
+}
+
+fn io_in(parent_path: &Path, what: &str, e: Errno) -> UnpackError {
+    UnpackError::io(format!("{what} in {}", parent_path.display()), errno_io(e))
+}
+
+/// The steps every tree takes to `parent/name`, fresh from an archive or
+/// placed from the node cache: the leftovers of a killed run removed, an
+/// empty temp tree beside the target (owner-only until filled) that `fill`
+/// fills and makes durable (given the temp's name and an open descriptor),
+/// published by one atomic swap, the replaced tree removed, then the
+/// marker, when the digest is known. A failed fill removes the temp tree.
+fn publish(
+    parent: &OwnedFd,
+    parent_path: &Path,
+    name: &str,
+    digest: Option<&Digest>,
+    fill: impl FnOnce(&str, OwnedFd) -> Result<Unpacked, UnpackError>,
+) -> Result<Unpacked, UnpackError> {
     let [temp, replaced, marker] = side_names(name);
     let (temp_c, replaced_c) = (c_name(&temp)?, c_name(&replaced)?);
-    let io_at = |what: &str, e: Errno| {
-        UnpackError::io(format!("{what} in {}", parent_path.display()), errno_io(e))
-    };
-    // Leftovers of a run that was killed.
     remove_tree_at(parent, &temp_c)
         .map_err(|e| UnpackError::io("removing a stale temp tree", e))?;
     remove_tree_at(parent, &replaced_c)
         .map_err(|e| UnpackError::io("removing a replaced tree", e))?;
     let _ = rustix::fs::unlinkat(parent, marker.as_str(), AtFlags::empty());
-
-    let make_temp = || -> Result<Tree, UnpackError> {
-        rustix::fs::mkdirat(parent, temp.as_str(), Mode::from_raw_mode(0o700))
-            .map_err(|e| io_at("creating a temp tree", e))?;
-        let fd = rustix::fs::openat(parent, temp.as_str(), DIR_FLAGS, Mode::empty())
-            .map_err(|e| io_at("opening a temp tree", e))?;
-        Ok(Tree::new(parent_path.join(&temp), fd))
-    };
-    let (tree, filled) = if kind.is_zip() {
-        // A zip is checked whole, from its central directory, before
-        // anything is written.
-        let mut zip = open_zip(archive, kind, limits)?;
-        let mut tree = make_temp()?;
-        let filled = unzip(&mut zip, kind, &mut tree, limits);
-        (tree, filled)
-    } else {
-        let mut tree = make_temp()?;
-        let filled = untar(archive, kind, &mut tree, limits);
-        (tree, filled)
-    };
-    let result = filled.and_then(|unpacked| {
-        let fd = tree.finish()?;
-        rustix::fs::syncfs(&fd).map_err(|e| io_at("syncing the unpacked tree", e))?;
-        swap_in(parent, &temp, &replaced, name).map_err(|e| io_at("publishing the tree", e))?;
-        Ok(unpacked)
-    });
+    rustix::fs::mkdirat(parent, temp.as_str(), Mode::from_raw_mode(0o700))
+        .map_err(|e| io_in(parent_path, "creating a temp tree", e))?;
+    let result = rustix::fs::openat(parent, temp.as_str(), DIR_FLAGS, Mode::empty())
+        .map_err(|e| io_in(parent_path, "opening a temp tree", e))
+        .and_then(|fd| fill(&temp, fd))
+        .and_then(|unpacked| {
+            swap_in(parent, &temp, &replaced, name)
+                .map_err(|e| io_in(parent_path, "publishing the tree", e))?;
+            Ok(unpacked)
+        });
     let unpacked = match result {
         Ok(unpacked) => unpacked,
         Err(error) => {
