@@ -12,8 +12,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 bash tests/install-deps.sh
-cargo build --release -p ferry-server -p ferry-init --bins
-# The client scenarios are reported as "not run" while ferry does not build.
-cargo build --release -p ferry-client --bins \
-  || echo "[bench] ferry (client) did not build; its scenarios will be skipped" >&2
-exec cargo run --release -p ferry-benches --bin ferry-bench -- --skip-install "$@"
+# One build of everything the run needs (separate -p builds would each
+# resolve features their own way and compile the dependencies again).
+cargo build --locked --release -p ferry-server -p ferry-init -p ferry-client -p ferry-benches --bins
+exec "${CARGO_TARGET_DIR:-$root/target}/release/ferry-bench" --skip-install "$@"

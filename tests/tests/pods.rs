@@ -677,6 +677,206 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
     assert!(status.success(), "ferry submit: {}", submit.log_text());
 }
 
+/// The client-mode job: as [`JOB`] (data file at a local path, the
+/// `--py-files` module on the executors), and the driver's own class path
+/// must hold the jar at the user's path: it prints its JVM's class path.
+const CLIENT_JOB: &str = r#"
+import sys
+from pyspark.sql import SparkSession
+import scoring
+
+spark = SparkSession.builder.getOrCreate()
+sc = spark.sparkContext
+jvm = sc._jvm
+print("DRIVER CLASSPATH: %s" % jvm.java.lang.System.getProperty("java.class.path"), flush=True)
+with open(sys.argv[1]) as f:
+    lines = [l for l in f.read().splitlines() if l]
+def where(rows):
+    import os
+    yield (os.environ.get("SPARK_EXECUTOR_POD_NAME", "driver"), sum(1 for _ in rows))
+rdd = sc.parallelize(lines, 4)
+total = rdd.map(scoring.score).sum()
+placed = sorted(rdd.mapPartitions(where).collect())
+print("RESULT: %d rows, score %d" % (len(lines), total), flush=True)
+print("PLACED: %s" % placed, flush=True)
+spark.stop()
+"#;
+
+/// Client mode (notebooks, `spark-shell`): a real `spark-submit
+/// --deploy-mode client` runs the driver here, on the test's machine, with
+/// the user's own paths; ferry stages the local jar and gives the executor
+/// pods their own ferry-init, so each executor loads `dep.jar` from
+/// `/var/ferry/jars` and the driver serves no jar (a counting relay stands
+/// where executors reach the driver). The API server is kmock (a fake), the
+/// executor pods run through the kubelet stand-in with the Spark image
+/// played by the host's pyspark.
+#[test]
+fn client_mode_executors_load_the_jar_from_ferry_and_the_driver_keeps_its_paths() {
+    let Some(cluster) = Cluster::start(&["ferry-init"]) else {
+        return;
+    };
+    let Some(spark) = SparkHome::find() else {
+        return;
+    };
+    const JAR: usize = 8 << 20;
+    let job = cluster.path("job");
+    let jar = write_job(&job, JAR);
+    std::fs::write(job.join("job.py"), CLIENT_JOB).unwrap();
+    let stand_in = spark_image::stand_in(&spark, cluster.work.path(), "");
+    let python = stand_in
+        .env
+        .iter()
+        .find(|(k, _)| k == "PYSPARK_PYTHON")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let kubelet = cluster
+        .kubelet
+        .clone()
+        .with_image(spark_image::IMAGE, stand_in);
+    let (driver_port, block_port) = (free_port(), free_port());
+    // Executors reach the driver at 127.0.0.2 (loopback too), where relays
+    // count what the driver serves them.
+    let relays: Vec<CountingRelay> = [driver_port, block_port]
+        .into_iter()
+        .map(|port| {
+            CountingRelay::start(([127, 0, 0, 2], port).into(), ([127, 0, 0, 1], port).into())
+        })
+        .collect();
+    let path = |name: &str| job.join(name).display().to_string();
+    let conf = |setting: String| ["--conf".to_owned(), setting];
+    let mut args = vec![
+        spark.spark_submit.display().to_string(),
+        "--master".into(),
+        format!("k8s://{}", cluster.kube.url),
+        "--deploy-mode".into(),
+        "client".into(),
+        "--name".into(),
+        "ferry-client-mode".into(),
+    ];
+    for setting in [
+        format!("spark.kubernetes.container.image={}", spark_image::IMAGE),
+        format!("spark.kubernetes.namespace={NAMESPACE}"),
+        "spark.ui.enabled=false".into(),
+        "spark.driver.host=127.0.0.2".into(),
+        "spark.driver.bindAddress=127.0.0.1".into(),
+        format!("spark.driver.port={driver_port}"),
+        format!("spark.driver.blockManager.port={block_port}"),
+        "spark.executor.instances=2".into(),
+        "spark.executor.cores=1".into(),
+        "spark.executor.memory=512m".into(),
+        "spark.kubernetes.executor.request.cores=0.1".into(),
+        "spark.kubernetes.allocation.batch.delay=200ms".into(),
+        // Spark 4.1+ sends executors to the bind address; through
+        // spark.driver.host instead, they pass the counting relays.
+        "spark.kubernetes.executor.useDriverPodIP=false".into(),
+    ] {
+        args.extend(conf(setting));
+    }
+    args.extend([
+        "--jars".into(),
+        path("dep.jar"),
+        "--py-files".into(),
+        path("scoring.py"),
+        path("job.py"),
+        path("data 1.csv"),
+    ]);
+    let options = [
+        "--namespace",
+        NAMESPACE,
+        "--pod-server",
+        &cluster.server.url,
+        "--template-dir",
+    ];
+    let templates = cluster.path("templates");
+    let mut command = cluster.ferry_submit(
+        &[&options[..], &[templates.to_str().unwrap()]].concat(),
+        &args,
+        Some(&spark),
+    );
+    command
+        .env("PYSPARK_PYTHON", &python)
+        .env("PYSPARK_DRIVER_PYTHON", &python)
+        .env("PYTHONPATH", &spark.site_packages)
+        .env("SPARK_LOCAL_DIRS", cluster.path("driver-local"));
+    let executors = kubelet.serve(NAMESPACE, "spark-role=executor");
+    let mut submit = Child::spawn("ferry submit", command, cluster.path("submit.log"));
+    let status = wait_child(&mut submit, Duration::from_secs(300));
+    let executor_outcomes = executors.stop(Duration::from_secs(60));
+    let described: String = executor_outcomes.iter().map(PodOutcome::describe).collect();
+    let log = submit.log_text();
+    assert!(
+        status.success(),
+        "ferry submit (client mode): {log}\n{described}"
+    );
+    assert!(
+        log.contains("ferry: client mode: ") && log.contains("1 local jars to the executor pods"),
+        "{log}"
+    );
+    // No driver pod: the driver ran here, with the jar at its own path.
+    assert!(
+        cluster
+            .kube
+            .client()
+            .list(NAMESPACE, "pods", Some("spark-role=driver"))
+            .is_empty()
+    );
+    assert!(!templates.join("driver-pod-template.yaml").exists());
+    let class_path = log
+        .lines()
+        .find_map(|l| l.strip_prefix("DRIVER CLASSPATH: "))
+        .unwrap_or_default();
+    assert!(
+        class_path.split(':').any(|entry| Path::new(entry) == jar),
+        "the driver's class path has {}: {class_path}\n{log}",
+        jar.display()
+    );
+    let score: i64 = (1..=50).map(|i| i * 2).sum();
+    assert!(
+        log.contains(&format!("RESULT: 50 rows, score {score}")),
+        "{log}\n{described}"
+    );
+    assert_eq!(
+        executor_outcomes.len(),
+        2,
+        "two executor pods ran:\n{described}"
+    );
+    let placed = log
+        .lines()
+        .find_map(|l| l.strip_prefix("PLACED: "))
+        .unwrap_or_default();
+    for executor in &executor_outcomes {
+        assert!(
+            placed.contains(&executor.name),
+            "no task ran on {} ({placed}):\n{described}",
+            executor.name
+        );
+        let init = executor.init("ferry-init");
+        assert!(
+            init.succeeded() && init.log.contains("items in place"),
+            "{described}"
+        );
+        let main = &executor.containers[0].log;
+        assert!(
+            main.contains("file:/var/ferry/jars/dep.jar"),
+            "{}: {main}",
+            executor.name
+        );
+        assert!(
+            !main
+                .lines()
+                .any(|l| l.contains("spark://") && l.contains("/jars/")),
+            "{}: fetched a jar from the driver: {main}",
+            executor.name
+        );
+    }
+    let served: u64 = relays.iter().map(CountingRelay::served).sum();
+    eprintln!("the driver served {served} bytes to 2 executors; dep.jar is {JAR} bytes");
+    assert!(
+        served < (JAR / 4) as u64,
+        "the driver served {served} bytes to executors (the jar is {JAR})"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // The ferry-server Deployment
 

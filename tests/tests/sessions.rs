@@ -317,3 +317,82 @@ fn a_session_begun_on_a_killed_replica_is_finished_by_another() {
     assert_eq!(stored.len(), bytes.len());
     assert_eq!(Digest::of(&stored), digest);
 }
+
+/// On local disk a session's parts are synced once, at commit, so a
+/// restarted server re-hashes the bytes it did not write itself before
+/// going on from them: intact bytes (the process was killed, the page cache
+/// kept them) let the session continue where it was; bytes a crash of the
+/// machine took (played here by overwriting the parts file while the
+/// server is down) reset the session to nothing committed, said as such,
+/// and no blob is ever published from them.
+#[test]
+fn a_restarted_server_checks_a_sessions_bytes_before_going_on_from_them() {
+    let mut server = FerryServer::start();
+    let client = http();
+    let bytes = ferry_tests::pseudo_random_bytes(8, (3 * MIB) as usize);
+    let digest = Digest::of(&bytes);
+    let chunk = MIB as usize;
+    let opened: Value = client
+        .post(server.at("/v1/uploads"))
+        .bearer_auth(&server.token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = opened["id"].as_str().unwrap().to_owned();
+    let patch = |server: &FerryServer, from: usize, to: usize| {
+        client
+            .patch(server.at(&format!("/v1/uploads/{id}")))
+            .bearer_auth(&server.token)
+            .header("content-range", format!("bytes {from}-{}/*", to - 1))
+            .body(bytes[from..to].to_vec())
+            .send()
+            .unwrap()
+    };
+    let offset = |server: &FerryServer| -> Value {
+        client
+            .get(server.at(&format!("/v1/uploads/{id}")))
+            .bearer_auth(&server.token)
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap()["offset"]
+            .clone()
+    };
+    assert_eq!(patch(&server, 0, chunk).status(), 202);
+
+    // Killed: the bytes are still there, and the session goes on.
+    server.restart();
+    assert_eq!(offset(&server), chunk);
+    assert_eq!(patch(&server, chunk, 2 * chunk).status(), 202);
+
+    // The machine "crashed": the record survived, the bytes did not.
+    server.kill();
+    let part = Path::new(&server.data).join(format!("sessions/{id}.part"));
+    let file = std::fs::OpenOptions::new().write(true).open(&part).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0u8; 4096], 4096).unwrap();
+    drop(file);
+    server.restart();
+    let late = patch(&server, 2 * chunk, bytes.len());
+    assert_eq!(late.status(), 416, "{}", server.log());
+    assert_eq!(late.headers()["upload-offset"], "0");
+    let said = late.text().unwrap();
+    assert!(said.contains("lost"), "{said}");
+    assert_eq!(offset(&server), 0);
+    // Sent again from the start, the blob is the right one.
+    assert_eq!(patch(&server, 0, bytes.len()).status(), 202);
+    let committed = client
+        .put(server.at(&format!("/v1/uploads/{id}?digest={digest}")))
+        .bearer_auth(&server.token)
+        .send()
+        .unwrap();
+    assert_eq!(committed.status(), 201, "{}", server.log());
+    let stored = client
+        .get(server.at(&format!("/v1/blobs/{digest}")))
+        .bearer_auth(&server.token)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert!(stored.as_ref() == bytes.as_slice());
+}

@@ -25,7 +25,7 @@ use crate::api::ApiClient;
 use crate::k8s;
 use crate::spark::mode::{Mode, mode};
 use crate::spark::render::{Rendered, redact_command, render, shell_quote};
-use crate::spark::submission::{PlanOptions, Role, SparkPlan, spark_conf};
+use crate::spark::submission::{PlanOptions, Role, SparkPlan, client_mode_jars, spark_conf};
 use crate::spark::{self, SparkSubmit};
 use crate::staging::{StageOutcome, stage};
 use crate::submission::SubmissionId;
@@ -64,7 +64,20 @@ pub struct SubmitArgs {
 pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::Result<u8> {
     let submit = SparkSubmit::parse(&args.spark_submit)?;
     let properties = read_properties(&submit)?;
-    if let Mode::Unchanged { notice } = mode(&spark_conf(&submit, &properties)) {
+    let mode = match mode(&spark_conf(&submit, &properties)) {
+        // Packages become local jars; without any, ferry has nothing for
+        // the executors.
+        Mode::Executors
+            if client_mode_jars(&submit, &properties) == 0
+                && spark::packages::request(&submit, &properties)?.is_empty() =>
+        {
+            Mode::Unchanged {
+                notice: "ferry: client mode with no local jars: nothing for ferry to deliver to the executor pods, running spark-submit unchanged".into(),
+            }
+        }
+        mode => mode,
+    };
+    if let Mode::Unchanged { notice } = mode {
         eprintln!("{notice}");
         let command = submit.to_argv();
         if args.dry_run {
@@ -89,10 +102,17 @@ pub async fn run(client: &ApiClient, args: SubmitArgs, quiet: bool) -> anyhow::R
             namespace: args.namespace.clone(),
             deps_dir: args.pods.deps_dir.clone(),
             template_dir: args.template_dir.clone(),
+            executors_only: mode == Mode::Executors,
         },
         SubmissionId::generate(),
         k8s::kubeconfig_namespace,
     )?;
+    if mode == Mode::Executors && !quiet {
+        eprintln!(
+            "ferry: client mode: the driver runs here with your paths; ferry delivers the {} local jars to the executor pods (the driver serves the application, --files, --py-files and --archives as without ferry)",
+            plan.submission.deliveries.staged().len()
+        );
+    }
     for notice in &plan.notices {
         eprintln!("{notice}");
     }

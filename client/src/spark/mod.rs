@@ -332,6 +332,39 @@ pub(crate) fn with_alias(location: String, dep: &Dependency) -> String {
 
 /// Sets `--conf key=value`. A setting the user already passed is replaced
 /// where it stands, so the command never carries two values for one key.
+/// Client mode: `jars` (local paths) appended to the driver's class path,
+/// in `--driver-class-path` when the command has one (it wins over the
+/// setting), else in `spark.driver.extraClassPath` (after what `--conf` or
+/// the properties file set).
+pub fn append_driver_class_path(
+    out: &mut SparkSubmit,
+    properties: &BTreeMap<String, String>,
+    jars: &[String],
+) {
+    if jars.is_empty() {
+        return;
+    }
+    let added = jars.join(":");
+    let join = |existing: Option<&str>| match existing.map(str::trim) {
+        Some(existing) if !existing.is_empty() => format!("{existing}:{added}"),
+        _ => added.clone(),
+    };
+    let option = out.options.iter_mut().rev().find_map(|o| match o {
+        SparkOption::Value { name, value, .. } if name == "--driver-class-path" => Some(value),
+        _ => None,
+    });
+    if let Some(value) = option {
+        *value = join(Some(value));
+        return;
+    }
+    const KEY: &str = "spark.driver.extraClassPath";
+    let existing = out
+        .conf(KEY)
+        .or_else(|| properties.get(KEY).map(String::as_str))
+        .map(str::to_owned);
+    set_conf(out, KEY, &join(existing.as_deref()));
+}
+
 fn set_conf(out: &mut SparkSubmit, key: &str, value: &str) {
     let setting = format!("{key}={value}");
     let sets_key = |o: &SparkOption| match o {

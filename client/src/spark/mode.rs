@@ -4,9 +4,11 @@
 //! ferry puts dependencies into Kubernetes pods. With any other master
 //! (`local[*]`, `yarn`, `spark://`, `mesos://`, none) there are no pods, and
 //! rewriting paths to `local:///var/ferry/...` would break a command that
-//! works; in client mode the driver runs here, where those paths do not
-//! exist. In both cases `ferry submit` runs spark-submit unchanged, with a
-//! one-line notice, so wrapping a working command never breaks it.
+//! works: `ferry submit` runs spark-submit unchanged, with a one-line
+//! notice, so wrapping a working command never breaks it. In client mode
+//! the driver runs here, where those paths do not exist: it keeps the
+//! user's paths, and ferry delivers the local jars to the executor pods
+//! only.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,10 @@ use std::collections::BTreeMap;
 pub enum Mode {
     /// `k8s://` master, cluster deploy mode: ferry delivers.
     Deliver,
+    /// `k8s://` master, client deploy mode (Spark's default): ferry
+    /// delivers the local jars to the executor pods; the driver, here,
+    /// keeps every path as given.
+    Executors,
     /// Run spark-submit as given; the notice says why.
     Unchanged { notice: String },
 }
@@ -30,9 +36,7 @@ pub fn mode(conf: &BTreeMap<String, String>) -> Mode {
         Some(m) if m.to_ascii_lowercase().starts_with("k8s://") => {
             match deploy_mode.as_deref() {
                 Some("cluster") => Mode::Deliver,
-                _ => Mode::Unchanged {
-                    notice: "ferry: client mode (the driver runs on this machine, where ferry's pod paths do not exist): running spark-submit unchanged; use --deploy-mode cluster for ferry to deliver".into(),
-                },
+                _ => Mode::Executors,
             }
         }
         Some(m) => Mode::Unchanged {
@@ -60,18 +64,24 @@ mod tests {
     }
 
     #[test]
-    fn only_kubernetes_cluster_mode_is_delivered() {
+    fn only_kubernetes_masters_are_delivered_to_and_client_mode_to_executors_only() {
         let cluster = [
             ("spark.master", "k8s://https://k:6443"),
             ("spark.submit.deployMode", "cluster"),
         ];
         assert_eq!(decide(&cluster), Mode::Deliver);
-        for unchanged in [
-            vec![("spark.master", "k8s://https://k:6443")],
-            vec![
+        assert_eq!(
+            decide(&[("spark.master", "k8s://https://k:6443")]),
+            Mode::Executors
+        );
+        assert_eq!(
+            decide(&[
                 ("spark.master", "k8s://https://k:6443"),
-                ("spark.submit.deployMode", "client"),
-            ],
+                ("spark.submit.deployMode", "Client"),
+            ]),
+            Mode::Executors
+        );
+        for unchanged in [
             vec![
                 ("spark.master", "local[*]"),
                 ("spark.submit.deployMode", "cluster"),

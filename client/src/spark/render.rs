@@ -11,14 +11,15 @@ use ferry_core::BundleId;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use serde::Serialize;
 
-use super::rewrite;
 use super::submission::{Role, SparkPlan};
+use super::{append_driver_class_path, rewrite};
 use crate::submission::remote;
 use crate::submission::render::{PodDelivery, PodOptions};
 
 /// One merged pod template and where it goes.
 #[derive(Debug, Clone)]
 pub struct RenderedTemplate {
+    pub role: Role,
     pub path: PathBuf,
     pub pod: Pod,
     /// The pod as written to `path`.
@@ -30,7 +31,7 @@ pub struct RenderedTemplate {
 pub struct Rendered {
     pub bundle: BundleId,
     pub secret: Secret,
-    /// Driver, then executor.
+    /// Driver, then executor (the executor's alone in client mode).
     pub templates: Vec<RenderedTemplate>,
     /// spark-submit with every dependency rewritten, program first.
     pub command: Vec<String>,
@@ -43,8 +44,9 @@ pub struct Rendered {
 struct DryRun<'a> {
     bundle: &'a BundleId,
     secret: &'a Secret,
-    driver_template: String,
-    executor_template: String,
+    /// `null` in client mode, where Spark starts no driver pod.
+    driver_template: Option<String>,
+    executor_template: Option<String>,
     command: &'a [String],
 }
 
@@ -69,6 +71,7 @@ pub fn render(
                 template.role.side(),
             );
             Ok(RenderedTemplate {
+                role: template.role,
                 path: template.path.clone(),
                 yaml: serde_yaml::to_string(&pod)?,
                 pod,
@@ -77,7 +80,13 @@ pub fn render(
         .collect::<Result<Vec<_>, serde_yaml::Error>>()?;
     let deliveries = &plan.submission.deliveries;
     let replace = |dep: &crate::submission::Dependency| deliveries.rewrite(dep).map(str::to_owned);
-    let command = rewrite(&plan.submit, &plan.properties, &replace, &confs(plan)).to_argv();
+    let mut command = rewrite(&plan.submit, &plan.properties, &replace, &confs(plan));
+    // Client mode: the jar list now names the executors' copies; the
+    // driver, here, loads the files as given.
+    if let Some(jars) = &plan.driver_class_path {
+        append_driver_class_path(&mut command, &plan.properties, jars);
+    }
+    let command = command.to_argv();
     let carried_keys = delivery
         .secret
         .string_data
@@ -154,17 +163,17 @@ pub(crate) fn avoid_download_schemes(user: Option<&str>) -> Option<String> {
 impl Rendered {
     /// `--dry-run --output json`: bundle, Secret, template paths, command.
     pub fn dry_run_json(&self) -> Result<String, serde_json::Error> {
-        let path_of = |role: usize| {
+        let path_of = |role: Role| {
             self.templates
-                .get(role)
+                .iter()
+                .find(|t| t.role == role)
                 .map(|t| t.path.display().to_string())
-                .unwrap_or_default()
         };
         serde_json::to_string_pretty(&DryRun {
             bundle: &self.bundle,
             secret: &self.shown_secret(),
-            driver_template: path_of(0),
-            executor_template: path_of(1),
+            driver_template: path_of(Role::Driver),
+            executor_template: path_of(Role::Executor),
             command: &self.shown_command(),
         })
     }
@@ -265,6 +274,11 @@ mod tests {
 
     /// `spark-submit --jars <dep.jar>,s3a://b/x.jar --files 'conf dir/a.conf#cfg' <app.jar> arg`.
     fn fixture(extra: &[&str]) -> Fixture {
+        planned(extra, false)
+    }
+
+    /// The same, planned for cluster mode or (`executors_only`) client mode.
+    fn planned(extra: &[&str], executors_only: bool) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("conf dir")).unwrap();
         for name in ["app.jar", "dep.jar", "conf dir/a.conf"] {
@@ -288,6 +302,7 @@ mod tests {
                 namespace: Some("jobs".into()),
                 deps_dir: crate::k8s::DEPS_DIR.parse().unwrap(),
                 template_dir: Some("/t".into()),
+                executors_only,
             },
             SubmissionId::generate(),
             || None,
@@ -318,6 +333,66 @@ mod tests {
 
     fn bundle() -> BundleId {
         BundleId::parse("id-0000000000000000000000000c").unwrap()
+    }
+
+    #[test]
+    fn client_mode_gives_executors_the_jars_and_the_driver_its_own_paths() {
+        let fixture = planned(&["--driver-class-path", "/opt/mine.jar"], true);
+        let plan = &fixture.plan;
+        let dep = fixture._dir.path().join("dep.jar").display().to_string();
+        let staged: Vec<&str> = plan
+            .submission
+            .deliveries
+            .staged()
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
+        assert_eq!(staged, ["jars/dep.jar"], "only the local jar");
+        assert!(plan.submission.deliveries.fetched().is_empty());
+        let client = rendered(&fixture);
+        let command = &client.command;
+        let after = |option: &str| {
+            let at = command.iter().position(|a| a == option).unwrap();
+            command[at + 1].clone()
+        };
+        // Executors load their own copy; the remote jar stays Spark's.
+        assert_eq!(
+            after("--jars"),
+            "local:///var/ferry/jars/dep.jar,s3a://b/x.jar"
+        );
+        assert_eq!(after("--driver-class-path"), format!("/opt/mine.jar:{dep}"));
+        let files = fixture
+            ._dir
+            .path()
+            .join("conf dir/a.conf")
+            .display()
+            .to_string();
+        assert_eq!(after("--files"), format!("{files}#cfg"));
+        let app = fixture._dir.path().join("app.jar").display().to_string();
+        assert_eq!(&command[command.len() - 2..], [app, "arg".to_owned()]);
+        assert!(
+            command
+                .iter()
+                .all(|a| !a.starts_with("spark.kubernetes.driver.")),
+            "{command:?}"
+        );
+        assert!(command.iter().any(
+            |a| a == "spark.kubernetes.executor.podTemplateFile=/t/executor-pod-template.yaml"
+        ));
+        let roles: Vec<Role> = client.templates.iter().map(|t| t.role).collect();
+        assert_eq!(roles, [Role::Executor]);
+        let json: serde_json::Value =
+            serde_json::from_str(&client.dry_run_json().unwrap()).unwrap();
+        assert!(json["driver_template"].is_null());
+        // Without --driver-class-path, the setting (after the user's) does it.
+        let fixture = planned(&["--conf", "spark.driver.extraClassPath=/a.jar"], true);
+        let command = rendered(&fixture).command;
+        let dep = fixture._dir.path().join("dep.jar").display().to_string();
+        let set: Vec<&String> = command
+            .iter()
+            .filter(|a| a.starts_with("spark.driver.extraClassPath="))
+            .collect();
+        assert_eq!(set, [&format!("spark.driver.extraClassPath=/a.jar:{dep}")]);
     }
 
     #[test]

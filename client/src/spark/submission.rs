@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 use super::{SparkSubmit, dependencies};
 use crate::submission::remote::{self, RemoteAccess, Side};
-use crate::submission::{Deliveries, DepsDir, Submission, SubmissionError, SubmissionId};
+use crate::submission::{
+    Deliveries, Dependency, DepsDir, Kind, Origin, Submission, SubmissionError, SubmissionId,
+};
 
 /// Namespace when neither the flag, Spark nor the kubeconfig names one.
 const DEFAULT_NAMESPACE: &str = "default";
@@ -68,6 +70,9 @@ pub struct PlanOptions {
     pub deps_dir: DepsDir,
     /// `--template-dir`; default: `ferry-<submission>` in the temp directory.
     pub template_dir: Option<PathBuf>,
+    /// Client mode ([`super::mode::Mode::Executors`]): only the local jars
+    /// are delivered, to the executor pods; the driver keeps every path.
+    pub executors_only: bool,
 }
 
 /// A spark-submit invocation, planned.
@@ -78,10 +83,14 @@ pub struct SparkPlan {
     pub properties: BTreeMap<String, String>,
     pub submission: Submission,
     pub template_dir: PathBuf,
-    /// Driver, then executor.
+    /// Driver, then executor (the executor's alone in client mode).
     pub templates: Vec<TemplatePlan>,
     /// One line per remote dependency left to Spark, and why.
     pub notices: Vec<String>,
+    /// Client mode: the local jars as given, for the driver's class path
+    /// (the command's jar list names the executors' copies instead).
+    /// `None` in cluster mode.
+    pub driver_class_path: Option<Vec<String>>,
 }
 
 impl SparkPlan {
@@ -97,7 +106,14 @@ impl SparkPlan {
     ) -> Result<Self, SubmissionError> {
         let setting = |key: &str| setting(&submit, &properties, key).map(str::to_owned);
         let conf = spark_conf(&submit, &properties);
-        let (deps, notices) = remote::keep_carriable(&conf, dependencies(&submit, &properties));
+        let all = dependencies(&submit, &properties);
+        let (deps, notices, driver_class_path) = if options.executors_only {
+            let (jars, paths) = local_jars(all).into_iter().unzip();
+            (jars, Vec::new(), Some(paths))
+        } else {
+            let (deps, notices) = remote::keep_carriable(&conf, all);
+            (deps, notices, None)
+        };
         let deliveries = Deliveries::plan(&deps, &options.deps_dir)?;
         let access = RemoteAccess::new(&conf, deliveries.fetched().iter().map(|f| &f.uri));
         let namespace = options
@@ -114,7 +130,12 @@ impl SparkPlan {
             .template_dir
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-{id}")));
-        let templates = Role::ALL
+        let roles: &[Role] = if options.executors_only {
+            &[Role::Executor]
+        } else {
+            &Role::ALL
+        };
+        let templates = roles
             .iter()
             .map(|&role| TemplatePlan {
                 role,
@@ -132,6 +153,7 @@ impl SparkPlan {
             template_dir,
             templates,
             notices,
+            driver_class_path,
         })
     }
 
@@ -139,6 +161,23 @@ impl SparkPlan {
     pub fn setting(&self, key: &str) -> Option<&str> {
         setting(&self.submit, &self.properties, key)
     }
+}
+
+/// How many local jars a client-mode submission delivers to its executors.
+pub fn client_mode_jars(submit: &SparkSubmit, properties: &BTreeMap<String, String>) -> usize {
+    local_jars(dependencies(submit, properties)).len()
+}
+
+/// The local jars among `deps` (`--jars`, `spark.jars`; not the primary
+/// resource, which the driver runs and Spark serves), each with its path.
+fn local_jars(deps: Vec<Dependency>) -> Vec<(Dependency, String)> {
+    deps.into_iter()
+        .filter(|dep| dep.kind == Kind::Jar)
+        .filter_map(|dep| match dep.origin() {
+            Ok(Origin::Local(path)) => Some((dep, path.display().to_string())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Every Spark setting of the command: the properties file (or
@@ -195,6 +234,7 @@ mod tests {
             namespace: None,
             deps_dir: crate::k8s::DEPS_DIR.parse().unwrap(),
             template_dir: Some("/t".into()),
+            executors_only: false,
         }
     }
 

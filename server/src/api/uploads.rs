@@ -23,7 +23,7 @@ impl From<SessionError> for ApiError {
         let message = error.to_string();
         match error {
             SessionError::NotFound => ApiError::not_found(message),
-            SessionError::WrongOffset { committed, .. } => {
+            SessionError::WrongOffset { committed, .. } | SessionError::Lost { committed, .. } => {
                 ApiError::new(ErrorCode::RangeNotSatisfiable, message)
                     .with_header(header::RANGE, committed_range(committed))
                     .with_header(

@@ -180,6 +180,20 @@ pub trait Backend: std::fmt::Debug + Send + Sync + 'static {
         parts: Vec<String>,
     ) -> Result<(), StoreError>;
 
+    /// Whether the first `hash.len()` bytes written in parts at `key` still
+    /// hash to `hash`, checked before a session goes on from them. Object
+    /// stores keep every acknowledged part, so by default they are; local
+    /// disk syncs parts only at completion and re-hashes what another
+    /// process wrote (a restart may follow a power loss that took them).
+    async fn parts_intact(
+        &self,
+        _key: &Path,
+        _id: &str,
+        _hash: &ferry_core::Midstate,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
     /// Drops an unfinished object and its parts; idempotent.
     async fn abort_parts(&self, key: &Path, id: &str) -> Result<(), StoreError>;
 

@@ -37,6 +37,10 @@ pub enum SessionError {
     #[error("another request is writing this session")]
     Busy,
     #[error(
+        "the server lost this session's {lost} committed bytes (a crash of its machine took them before they reached the disk); the session starts again at {committed}: send it again"
+    )]
+    Lost { lost: u64, committed: u64 },
+    #[error(
         "the last chunk was under the minimum of {min} bytes, so it must be the last; only the last chunk may be shorter"
     )]
     AfterShortChunk { min: u64 },
@@ -174,8 +178,16 @@ impl Store {
     }
 
     pub async fn session_status(&self, id: &str) -> Result<SessionStatus, SessionError> {
-        let (record, _) = self.read_record(id).await?;
-        Ok(record.status(id, self.min_chunk()))
+        let (record, version) = self.read_record(id).await?;
+        // A client asks this to resume: tell it the truth about the bytes.
+        match self.check_parts(id, record, version).await {
+            Ok((record, _)) => Ok(record.status(id, self.min_chunk())),
+            Err(SessionError::Lost { .. }) => {
+                let (record, _) = self.read_record(id).await?;
+                Ok(record.status(id, self.min_chunk()))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Appends `body`, `len` bytes, to session `id` at `offset`, which must
@@ -187,7 +199,8 @@ impl Store {
         mut body: UploadBody<'_>,
         limits: ChunkLimits,
     ) -> Result<SessionStatus, SessionError> {
-        let (mut record, version) = self.read_record(id).await?;
+        let (record, version) = self.read_record(id).await?;
+        let (mut record, version) = self.check_parts(id, record, version).await?;
         let committed = record.hash.len();
         if offset != committed {
             return Err(SessionError::WrongOffset {
@@ -229,6 +242,36 @@ impl Store {
             .await?;
         tracing::debug!(session = %id, offset = record.hash.len(), len, "chunk committed");
         Ok(record.status(id, min))
+    }
+
+    /// `record` as is when the bytes it calls committed are still there
+    /// (see [`super::backend::Backend::parts_intact`]); otherwise the
+    /// session is reset to nothing committed and [`SessionError::Lost`]
+    /// says so, so the client sends it again rather than a blob being
+    /// published from bytes a crash replaced.
+    async fn check_parts(
+        &self,
+        id: &str,
+        mut record: Record,
+        version: Version,
+    ) -> Result<(Record, Version), SessionError> {
+        let key = layout::session_part(id);
+        if self
+            .backend
+            .parts_intact(&key, &record.parts_id, &record.hash)
+            .await?
+        {
+            return Ok((record, version));
+        }
+        let lost = record.hash.len();
+        tracing::warn!(session = %id, lost, "upload session bytes lost (the machine crashed before they were synced); the session starts again");
+        record.hash = Midstate::new();
+        record.parts.clear();
+        record.closed = false;
+        record.claim = None;
+        self.write_record(id, &record, WriteMode::Update(version))
+            .await?;
+        Err(SessionError::Lost { lost, committed: 0 })
     }
 
     /// Reads one chunk, hashes it onto the record's midstate and writes it
@@ -298,7 +341,8 @@ impl Store {
         expected: Digest,
         idle: Duration,
     ) -> Result<PutOutcome, SessionError> {
-        let (mut record, version) = self.read_record(id).await?;
+        let (record, version) = self.read_record(id).await?;
+        let (mut record, version) = self.check_parts(id, record, version).await?;
         if record.claimed(Utc::now(), idle) {
             return Err(SessionError::Busy);
         }

@@ -60,6 +60,10 @@ pub struct LocalBackend {
     /// slips in between. Creates need none: a create and an update of one
     /// key cannot both succeed.
     write_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Parts files whose bytes this process wrote or checked: the page
+    /// cache holds what it wrote, so it need not re-hash them (see
+    /// [`parts`]).
+    parts_known: Arc<parts::Known>,
 }
 
 impl LocalBackend {
@@ -79,6 +83,7 @@ impl LocalBackend {
             write_locks: (0..WRITE_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            parts_known: Arc::default(),
         })
     }
 
@@ -253,11 +258,20 @@ impl Backend for LocalBackend {
     }
 
     async fn create_parts(&self, key: &Path) -> Result<String, StoreError> {
-        parts::create(self.file(key)).await
+        parts::create(self.file(key), &self.parts_known).await
     }
 
     async fn put_part(&self, key: &Path, _id: &str, part: PartData) -> Result<String, StoreError> {
-        parts::put(self.file(key), part).await
+        parts::put(self.file(key), part, &self.parts_known).await
+    }
+
+    async fn parts_intact(
+        &self,
+        key: &Path,
+        _id: &str,
+        hash: &ferry_core::Midstate,
+    ) -> Result<bool, StoreError> {
+        parts::intact(self.file(key), hash, self.parts_known.clone()).await
     }
 
     async fn complete_parts(

@@ -1,11 +1,24 @@
 //! Objects written in parts (upload sessions) on a local data directory:
-//! one file, each part written at its offset and made durable before the
-//! session records it, so a restarted server (or another one on the same
-//! directory) continues where the record says.
+//! one file, each part written at its offset.
+//!
+//! Parts are not synced one by one (a sync per chunk made a session three
+//! quarters slower than a plain PUT: the disk write could no longer overlap
+//! the next chunk's transfer); the file is synced once, at completion,
+//! before it is published. What the session record calls committed is
+//! therefore in the page cache, which a killed process does not lose but a
+//! power loss does. So a process that goes on from bytes it did not write
+//! itself (a restarted server, another one on the same directory) first
+//! re-hashes them against the record's midstate ([`intact`]); the process
+//! that wrote them knows them ([`Known`]) and skips that.
 
+use std::collections::HashSet;
 use std::fs::File;
+use std::io::Read as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
+use std::sync::Mutex;
+
+use ferry_core::Midstate;
 
 use super::super::StoreError;
 use super::super::backend::{PartData, PutOutcome};
@@ -25,29 +38,94 @@ async fn blocking<T: Send + 'static>(
         .map_err(StoreError::from_io)
 }
 
-pub(super) async fn create(file: PathBuf) -> Result<String, StoreError> {
+/// The parts files this process wrote or re-hashed.
+#[derive(Debug, Default)]
+pub(super) struct Known(Mutex<HashSet<PathBuf>>);
+
+impl Known {
+    fn contains(&self, file: &PathBuf) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(file)
+    }
+
+    fn insert(&self, file: PathBuf) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(file);
+    }
+}
+
+pub(super) async fn create(file: PathBuf, known: &Known) -> Result<String, StoreError> {
+    let created = file.clone();
     blocking("session file", move || {
-        write::create_upload_file(&file).map(drop)
+        write::create_upload_file(&created).map(drop)
     })
     .await?;
+    known.insert(file);
     Ok(LOCAL_ID.to_owned())
 }
 
-/// Writes the part at its offset and syncs it: the session records the
-/// new offset only after this, so a committed offset is always on disk.
-pub(super) async fn put(file: PathBuf, part: PartData) -> Result<String, StoreError> {
+/// Writes the part at its offset (into the page cache; see the module doc).
+pub(super) async fn put(
+    file: PathBuf,
+    part: PartData,
+    known: &Known,
+) -> Result<String, StoreError> {
     let (offset, len) = (part.offset, part.len());
+    let written = file.clone();
     blocking("session part", move || {
-        let file = File::options().write(true).open(&file)?;
+        let file = File::options().write(true).open(&written)?;
         let mut at = part.offset;
         for bytes in &part.bytes {
             file.write_all_at(bytes, at)?;
             at += bytes.len() as u64;
         }
-        file.sync_data()
+        Ok(())
     })
     .await?;
+    known.insert(file);
     Ok(format!("{offset}+{len}"))
+}
+
+/// Whether the file's first `hash.len()` bytes hash to `hash`: known when
+/// this process wrote or checked them, else read and hashed again.
+pub(super) async fn intact(
+    file: PathBuf,
+    hash: &Midstate,
+    known: std::sync::Arc<Known>,
+) -> Result<bool, StoreError> {
+    if hash.is_empty() || known.contains(&file) {
+        return Ok(true);
+    }
+    let expected = hash.clone();
+    blocking("session check", move || {
+        let mut opened = match File::open(&file) {
+            Ok(opened) => opened,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut rehashed = Midstate::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = expected.len();
+        while left > 0 {
+            let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+            let n = opened.read(&mut buf[..want])?;
+            if n == 0 {
+                return Ok(false);
+            }
+            rehashed.update(&buf[..n]);
+            left -= n as u64;
+        }
+        let intact = rehashed == expected;
+        if intact {
+            known.insert(file);
+        }
+        Ok(intact)
+    })
+    .await
 }
 
 /// Cuts the file at the end of the last part (a part written again
