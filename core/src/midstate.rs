@@ -75,11 +75,15 @@ impl Midstate {
             self.tail.clear();
         }
         let whole = bytes.len() / BLOCK * BLOCK;
-        let mut batch: Vec<Block> = Vec::with_capacity(BATCH.min(whole / BLOCK));
+        // Filled with plain copies: `clone_from_slice` goes byte by byte
+        // through an iterator and cost as much as the hashing itself.
+        let mut batch: Vec<Block> = vec![Block::default(); BATCH.min(whole / BLOCK)];
         for blocks in bytes[..whole].chunks(BATCH * BLOCK) {
-            batch.clear();
-            batch.extend(blocks.chunks_exact(BLOCK).map(Block::clone_from_slice));
-            sha2::compress256(&mut self.state, &batch);
+            let n = blocks.len() / BLOCK;
+            for (block, bytes) in batch.iter_mut().zip(blocks.chunks_exact(BLOCK)) {
+                block.as_mut_slice().copy_from_slice(bytes);
+            }
+            sha2::compress256(&mut self.state, &batch[..n]);
         }
         self.tail.extend_from_slice(&bytes[whole..]);
     }

@@ -97,6 +97,14 @@ pub fn run(bench: &Bench) -> anyhow::Result<Vec<Row>> {
         .arg(home.join("templates"))
         .arg("--")
         .arg(&spark_submit)
+        // ferry delivers (and so resolves) only for a Kubernetes master;
+        // nothing listens there, and a dry run never reaches it.
+        .args([
+            "--master",
+            "k8s://https://127.0.0.1:9",
+            "--deploy-mode",
+            "cluster",
+        ])
         .args(["--packages", &packages])
         .arg(&app)
         .env("HOME", &home)

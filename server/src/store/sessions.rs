@@ -289,11 +289,25 @@ impl Store {
             idle_timeout: limits.idle_timeout,
             expected_len: None,
         };
+        // Hashed as it arrives, on a blocking thread: hashing after the
+        // whole chunk was in kept the client waiting for it every chunk.
+        let (pieces, hashing) = std::sync::mpsc::channel::<Bytes>();
+        let mut hash = record.hash.clone();
+        let hasher = tokio::task::spawn_blocking(move || {
+            for piece in hashing {
+                hash.update(&piece);
+            }
+            hash
+        });
         let mut chunks = Vec::new();
         let mut received = 0u64;
         loop {
             match body::next_chunk(body, &mut received, body_limits).await {
-                Ok(Some(chunk)) => chunks.push(chunk),
+                Ok(Some(chunk)) => {
+                    // The hasher ends only when the sender is dropped.
+                    let _ = pieces.send(chunk.clone());
+                    chunks.push(chunk);
+                }
                 Ok(None) => break,
                 Err(StoreError::TooLarge { .. }) => {
                     return Err(SessionError::ChunkTooLarge {
@@ -303,6 +317,7 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         }
+        drop(pieces);
         if received != stated {
             return Err(SessionError::LengthMismatch { stated, received });
         }
@@ -311,15 +326,9 @@ impl Store {
                 limit: limits.max_blob,
             });
         }
-        let mut hash = record.hash.clone();
-        let (hash, chunks) = tokio::task::spawn_blocking(move || {
-            for chunk in &chunks {
-                hash.update(chunk);
-            }
-            (hash, chunks)
-        })
-        .await
-        .map_err(|e| StoreError::from_join("chunk hashing", e))?;
+        let hash = hasher
+            .await
+            .map_err(|e| StoreError::from_join("chunk hashing", e))?;
         let part = PartData {
             index: record.parts.len(),
             offset,

@@ -53,6 +53,10 @@ pub struct LocalBackend {
     root: PathBuf,
     /// `LocalFileSystem` under `root`, for small objects, listings, renames.
     objects: ObjectStoreBackend,
+    /// The same directory without fsync, for upload session records: like
+    /// the parts they describe (see [`parts`]) they need only survive a
+    /// killed process, and a sync per chunk cost more than the chunk.
+    unsynced: ObjectStoreBackend,
     /// Small blobs read recently.
     small: Arc<SmallBlobs>,
     /// A compare-and-swap reads the version and then writes; overwrites and
@@ -76,9 +80,13 @@ impl LocalBackend {
             // and fails that write.
             .with_automatic_cleanup(false);
         let description = root.display().to_string();
+        let unsynced = LocalFileSystem::new_with_prefix(&root)?
+            .with_fsync(false)
+            .with_automatic_cleanup(false);
         Ok(Self {
             root,
-            objects: ObjectStoreBackend::new(Arc::new(fs), description),
+            objects: ObjectStoreBackend::new(Arc::new(fs), description.clone()),
+            unsynced: ObjectStoreBackend::new(Arc::new(unsynced), description),
             small: Arc::default(),
             write_locks: (0..WRITE_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -232,9 +240,12 @@ impl Backend for LocalBackend {
                 });
             }
         }
-        self.objects
-            .write_object(key, bytes, WriteMode::Overwrite)
-            .await
+        let writer = if layout::session_of_record(key).is_some() {
+            &self.unsynced
+        } else {
+            &self.objects
+        };
+        writer.write_object(key, bytes, WriteMode::Overwrite).await
     }
 
     async fn delete_object(&self, key: &Path) -> Result<(), StoreError> {
