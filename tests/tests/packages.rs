@@ -352,8 +352,6 @@ fn expected() -> BTreeSet<String> {
 fn run_init(fixture: &Fixture, dry: &Value) {
     let secret: k8s_openapi::api::core::v1::Secret =
         serde_json::from_value(dry["secret"].clone()).unwrap();
-    let pod_token = fixture.path("pod-token");
-    std::fs::write(&pod_token, &secret.string_data.unwrap()["token"]).unwrap();
     let pod: Pod = serde_yaml::from_str(
         &std::fs::read_to_string(fixture.path("templates/driver-pod-template.yaml")).unwrap(),
     )
@@ -367,10 +365,19 @@ fn run_init(fixture: &Fixture, dry: &Value) {
                 .is_some_and(|a| a.iter().any(|a| a == "--plan-json"))
         })
         .expect("ferry-init in the template");
-    let args: Vec<String> = init
-        .args
-        .clone()
-        .unwrap()
+    run_init_with(
+        fixture,
+        init.args.as_deref().unwrap(),
+        &secret.string_data.unwrap()["token"],
+    );
+}
+
+/// Runs ferry-init here with a pod's init container arguments, the token
+/// Secret's file played by a file holding `token`.
+fn run_init_with(fixture: &Fixture, args: &[String], token: &str) {
+    let pod_token = fixture.path("pod-token");
+    std::fs::write(&pod_token, token).unwrap();
+    let args: Vec<String> = args
         .iter()
         .map(|a| {
             a.replace(
@@ -624,30 +631,18 @@ fn a_spark_applications_packages_are_resolved_once_and_delivered_as_jars() {
     assert_eq!(locked["request"]["packages"][0], "com.ex:app-lib:1.0");
 
     // The pod's part, with the driver template's own arguments.
-    let pod_token = fixture.path("pod-token");
-    std::fs::write(&pod_token, secret["stringData"]["token"].as_str().unwrap()).unwrap();
     let init = app["spec"]["driver"]["template"]["spec"]["initContainers"]
         .as_array()
         .unwrap()
         .iter()
         .find(|c| c["name"] == "ferry-init")
         .expect("ferry-init in the driver template");
-    let args: Vec<String> = init["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            a.as_str().unwrap().replace(
-                "/var/run/secrets/ferry/token",
-                &pod_token.display().to_string(),
-            )
-        })
-        .collect();
-    let ran = Command::new(bin("ferry-init"))
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(ran.status.success(), "ferry-init: {}", stderr(&ran));
+    let args: Vec<String> = serde_json::from_value(init["args"].clone()).unwrap();
+    run_init_with(
+        &fixture,
+        &args,
+        secret["stringData"]["token"].as_str().unwrap(),
+    );
     let served = fixture.nginx.at("/");
     for artifact in locked["artifacts"].as_array().unwrap() {
         let url = artifact["url"].as_str().unwrap();

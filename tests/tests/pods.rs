@@ -178,6 +178,48 @@ fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
+/// The job's result is right (its `RESULT:` line in the driver's `log`),
+/// two executors ran, each ran tasks (its pod name is in the `PLACED:`
+/// line), its ferry-init delivered, and it loaded `dep.jar` from its own
+/// `/var/ferry/jars`, never from the driver (`spark://.../jars/`).
+fn assert_job_ran_on_executors(log: &str, executors: &[PodOutcome], described: &str) {
+    let score: i64 = (1..=50).map(|i| i * 2).sum();
+    assert!(
+        log.contains(&format!("RESULT: 50 rows, score {score}")),
+        "{log}\n{described}"
+    );
+    assert_eq!(executors.len(), 2, "two executor pods ran:\n{described}");
+    let placed = log
+        .lines()
+        .find_map(|l| l.strip_prefix("PLACED: "))
+        .unwrap_or_default();
+    for executor in executors {
+        assert!(
+            placed.contains(&executor.name),
+            "no task ran on {} ({placed}):\n{described}",
+            executor.name
+        );
+        let init = executor.init("ferry-init");
+        assert!(
+            init.succeeded() && init.log.contains("items in place"),
+            "{described}"
+        );
+        let main = &executor.containers[0].log;
+        assert!(
+            main.contains("file:/var/ferry/jars/dep.jar"),
+            "{}: {main}",
+            executor.name
+        );
+        assert!(
+            !main
+                .lines()
+                .any(|l| l.contains("spark://") && l.contains("/jars/")),
+            "{}: fetched a jar from the driver: {main}",
+            executor.name
+        );
+    }
+}
+
 /// Waits for a spawned command; its exit status and output.
 fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     child.wait_timeout(limit).unwrap_or_else(|| {
@@ -619,47 +661,9 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
     let described: String = executor_outcomes.iter().map(PodOutcome::describe).collect();
     assert_pod_ok(&outcome);
     let log = &outcome.container("spark-kubernetes-driver").log;
-    let score: i64 = (1..=50).map(|i| i * 2).sum();
-    assert!(
-        log.contains(&format!("RESULT: 50 rows, score {score}")),
-        "{log}\n{described}"
-    );
-    assert_eq!(
-        executor_outcomes.len(),
-        2,
-        "two executor pods ran:\n{described}"
-    );
-    let placed = log
-        .lines()
-        .find_map(|l| l.strip_prefix("PLACED: "))
-        .unwrap_or_default();
+    assert_job_ran_on_executors(log, &executor_outcomes, &described);
     let served: u64 = relays.iter().map(CountingRelay::served).sum();
     eprintln!("the driver served {served} bytes to 2 executors; dep.jar is {JAR} bytes");
-    for executor in &executor_outcomes {
-        assert!(
-            placed.contains(&executor.name),
-            "no task ran on {} ({placed}):\n{described}",
-            executor.name
-        );
-        let init = executor.init("ferry-init");
-        assert!(
-            init.succeeded() && init.log.contains("items in place"),
-            "{described}"
-        );
-        let main = &executor.containers[0].log;
-        assert!(
-            main.contains("file:/var/ferry/jars/dep.jar"),
-            "{}: {main}",
-            executor.name
-        );
-        assert!(
-            !main
-                .lines()
-                .any(|l| l.contains("spark://") && l.contains("/jars/")),
-            "{}: fetched a jar from the driver: {main}",
-            executor.name
-        );
-    }
 
     assert!(
         served < (JAR / 4) as u64,
@@ -830,45 +834,7 @@ fn client_mode_executors_load_the_jar_from_ferry_and_the_driver_keeps_its_paths(
         "the driver's class path has {}: {class_path}\n{log}",
         jar.display()
     );
-    let score: i64 = (1..=50).map(|i| i * 2).sum();
-    assert!(
-        log.contains(&format!("RESULT: 50 rows, score {score}")),
-        "{log}\n{described}"
-    );
-    assert_eq!(
-        executor_outcomes.len(),
-        2,
-        "two executor pods ran:\n{described}"
-    );
-    let placed = log
-        .lines()
-        .find_map(|l| l.strip_prefix("PLACED: "))
-        .unwrap_or_default();
-    for executor in &executor_outcomes {
-        assert!(
-            placed.contains(&executor.name),
-            "no task ran on {} ({placed}):\n{described}",
-            executor.name
-        );
-        let init = executor.init("ferry-init");
-        assert!(
-            init.succeeded() && init.log.contains("items in place"),
-            "{described}"
-        );
-        let main = &executor.containers[0].log;
-        assert!(
-            main.contains("file:/var/ferry/jars/dep.jar"),
-            "{}: {main}",
-            executor.name
-        );
-        assert!(
-            !main
-                .lines()
-                .any(|l| l.contains("spark://") && l.contains("/jars/")),
-            "{}: fetched a jar from the driver: {main}",
-            executor.name
-        );
-    }
+    assert_job_ran_on_executors(&log, &executor_outcomes, &described);
     let served: u64 = relays.iter().map(CountingRelay::served).sum();
     eprintln!("the driver served {served} bytes to 2 executors; dep.jar is {JAR} bytes");
     assert!(

@@ -163,30 +163,7 @@ fn s3a_settings_and_secret_refs_reach_ferry_init_in_the_pod_and_no_secret_is_wri
     // The driver pod as Spark would make it from the template.
     let mut pod: Pod = serde_yaml::from_str(&driver_yaml).unwrap();
     pod.metadata.name = Some("driver".into());
-    let spec = pod.spec.as_mut().unwrap();
-    let main = &mut spec.containers[0];
-    main.image = Some(spark_image::IMAGE.into());
-    main.command = Some(vec!["ls".into(), "/var/ferry/jars".into()]);
-    let init = spec
-        .init_containers
-        .iter_mut()
-        .flatten()
-        .find(|c| c.name == "ferry-init")
-        .unwrap();
-    // Not a credential: every metadata service on a closed loopback port.
-    let env = init.env.get_or_insert_with(Vec::new);
-    env.extend(
-        ferry_tests::metadata_on_loopback()
-            .into_iter()
-            .map(|(name, value)| EnvVar {
-                name,
-                value: Some(value),
-                ..Default::default()
-            }),
-    );
-    let pod = cluster.store_pod(NAMESPACE, &pod);
-    let kubelet = cluster.lister_kubelet();
-    let outcome = kubelet.run_pod(&pod, Duration::from_secs(120));
+    let outcome = run_listing_jars(&cluster, pod);
     assert!(outcome.succeeded(), "{}", outcome.describe());
     let listed = &outcome.containers[0].log;
     let names: Vec<&str> = listed.split_whitespace().collect();
@@ -314,13 +291,24 @@ spec:
     );
 
     // The driver pod as the operator would make it from the template.
-    let mut pod: Pod = serde_json::from_value(json!({
+    let pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "carried-driver", "namespace": NAMESPACE},
         "spec": template,
     }))
     .unwrap();
+    let outcome = run_listing_jars(&cluster, pod);
+    assert!(outcome.succeeded(), "{}", outcome.describe());
+    let names: Vec<&str> = outcome.containers[0].log.split_whitespace().collect();
+    assert_eq!(names, ["a.jar"], "{}", outcome.describe());
+    assert!(!outcome.describe().contains(SECRET_A));
+}
+
+/// Runs the driver `pod` (from a template) with the kubelet stand-in, its
+/// main container listing `/var/ferry/jars`, every cloud metadata address
+/// of its ferry-init on a closed loopback port.
+fn run_listing_jars(cluster: &Cluster, mut pod: Pod) -> ferry_tests::kubelet::PodOutcome {
     let spec = pod.spec.as_mut().unwrap();
     let main = &mut spec.containers[0];
     main.image = Some(spark_image::IMAGE.into());
@@ -331,6 +319,7 @@ spec:
         .flatten()
         .find(|c| c.name == "ferry-init")
         .unwrap();
+    // Not a credential: every metadata service on a closed loopback port.
     init.env.get_or_insert_with(Vec::new).extend(
         ferry_tests::metadata_on_loopback()
             .into_iter()
@@ -341,11 +330,7 @@ spec:
             }),
     );
     let pod = cluster.store_pod(NAMESPACE, &pod);
-    let outcome = cluster
+    cluster
         .lister_kubelet()
-        .run_pod(&pod, Duration::from_secs(120));
-    assert!(outcome.succeeded(), "{}", outcome.describe());
-    let names: Vec<&str> = outcome.containers[0].log.split_whitespace().collect();
-    assert_eq!(names, ["a.jar"], "{}", outcome.describe());
-    assert!(!outcome.describe().contains(SECRET_A));
+        .run_pod(&pod, Duration::from_secs(120))
 }

@@ -17,6 +17,27 @@ use crate::report::{Row, Target};
 const CLIENTS: usize = 200;
 const CONNECTIONS: usize = 64;
 
+/// One curl process running every transfer of `config` at once (up to
+/// `clients`), each on its own connection, with header `auth`; redirects
+/// are followed (curl keeps `auth` for the first host only).
+pub fn parallel_curl(config: &std::path::Path, auth: &str, clients: usize) -> Command {
+    let mut curl = Command::new("curl");
+    curl.args([
+        "-sS",
+        "-f",
+        "-L",
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        &clients.to_string(),
+        "-H",
+        auth,
+        "-K",
+    ])
+    .arg(config);
+    curl
+}
+
 /// A curl config with `CLIENTS` transfers of `url` to /dev/null.
 fn curl_config(url: &str) -> String {
     let mut text = String::new();
@@ -40,22 +61,7 @@ pub fn fanout(bench: &Bench) -> anyhow::Result<Vec<Row>> {
     std::fs::write(&nginx_config, curl_config(&nginx_url))?;
     let auth = format!("Authorization: Bearer {}", bundle.token);
     let total = mib(input.size) * CLIENTS as f64;
-    let curl = |config: &std::path::Path| {
-        let mut curl = Command::new("curl");
-        curl.args([
-            "-sS",
-            "-f",
-            "--parallel",
-            "--parallel-immediate",
-            "--parallel-max",
-            &CLIENTS.to_string(),
-            "-H",
-            &auth,
-            "-K",
-        ])
-        .arg(config);
-        curl
-    };
+    let curl = |config: &std::path::Path| parallel_curl(config, &auth, CLIENTS);
     let peak = bench.ferry.peak();
     peak.reset()?;
     let (ferry, reference) = bench.side_by_side(

@@ -11,7 +11,6 @@
 //! more about moto than about ferry; the CPU figures are ferry's own.
 
 use std::fmt::Write as _;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -93,20 +92,7 @@ pub fn run(bench: &Bench) -> anyhow::Result<Vec<Row>> {
     let fan_out = |replicas: &[Ferry], tag: &str| -> anyhow::Result<f64> {
         let config = bench.scratch.join(format!("replicas-{tag}.curl"));
         std::fs::write(&config, curl_config(replicas, &input))?;
-        let mut curl = Command::new("curl");
-        curl.args([
-            "-sS",
-            "-f",
-            "-L",
-            "--parallel",
-            "--parallel-immediate",
-            "--parallel-max",
-            &CLIENTS.to_string(),
-            "-H",
-            &auth,
-            "-K",
-        ])
-        .arg(&config);
+        let curl = super::load::parallel_curl(&config, &auth, CLIENTS);
         let before = cpu_seconds(replicas)?;
         timed(&curl, &bench.log(&format!("replicas-{tag}")))?;
         Ok((cpu_seconds(replicas)? - before) / gib)
