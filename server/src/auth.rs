@@ -105,9 +105,24 @@ impl Caller {
 struct Cached {
     grant: Arc<BundleGrant>,
     resolved: Instant,
+    /// When its bundle was last seen to exist: read by every request (a
+    /// short lock, never held across an await).
+    checked: Mutex<Instant>,
     /// Held across the existence check, so concurrent requests with one
-    /// token wait for one check instead of each making their own.
-    checked: tokio::sync::Mutex<Instant>,
+    /// token wait for one check instead of each making their own. Taken
+    /// only once the answer is stale: an async lock on every request made
+    /// small GETs with one token queue behind each other.
+    checking: tokio::sync::Mutex<()>,
+}
+
+impl Cached {
+    fn fresh(&self, bound: Duration) -> bool {
+        self.checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+            < bound
+    }
 }
 
 /// Authenticates requests against the upload credential and bundle tokens.
@@ -207,7 +222,8 @@ impl Authenticator {
             Arc::new(Cached {
                 grant: grant.clone(),
                 resolved: looked_up,
-                checked: tokio::sync::Mutex::new(looked_up),
+                checked: Mutex::new(looked_up),
+                checking: tokio::sync::Mutex::new(()),
             }),
         );
         Ok(grant)
@@ -236,18 +252,22 @@ impl Authenticator {
         cached: &Cached,
         store: &Store,
     ) -> Result<Arc<BundleGrant>, ApiError> {
-        let mut checked = cached.checked.lock().await;
-        if checked.elapsed() < self.revocation_bound {
+        if cached.fresh(self.revocation_bound) {
+            return Ok(cached.grant.clone());
+        }
+        let checking = cached.checking.lock().await;
+        // Another request may have checked while this one waited.
+        if cached.fresh(self.revocation_bound) {
             return Ok(cached.grant.clone());
         }
         // Stamped with the time the check starts: the record existed at
         // some moment after it.
         let started = Instant::now();
         if store.bundle_exists(&cached.grant.id).await? {
-            *checked = started;
+            *cached.checked.lock().unwrap_or_else(|e| e.into_inner()) = started;
             return Ok(cached.grant.clone());
         }
-        drop(checked);
+        drop(checking);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.remove(token_hash);
         tracing::debug!(id = %cached.grant.id, "bundle gone; its cached token grant dropped");
