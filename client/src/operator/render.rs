@@ -16,11 +16,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use super::app::{API_VERSION, KIND, SparkApplication};
 use super::plan::{AppPlan, Inject, pod_spec};
 use crate::k8s::{self, InitSpec};
-use crate::spark::render::{AVOID_DOWNLOAD, REDACTED, avoid_download_schemes};
+use crate::spark::render::{AVOID_DOWNLOAD, avoid_download_schemes};
 use crate::spark::submission::Role;
 use crate::spark::with_alias;
+use crate::submission::remote::{self, REDACTED};
 use crate::submission::render::{PodDelivery, PodOptions};
-use crate::submission::{Dependency, Kind, remote};
+use crate::submission::{Dependency, Kind};
 
 /// What `ferry apply` applies for one SparkApplication.
 #[derive(Debug, Clone)]
@@ -57,13 +58,8 @@ impl RenderedApp {
     /// The Secret as a dry run shows it: the store secrets carried in it
     /// redacted.
     pub fn shown_secret(&self, plan: &AppPlan) -> Option<Secret> {
-        let mut secret = self.secret.clone()?;
-        for (key, value) in secret.string_data.iter_mut().flatten() {
-            if plan.submission.remote.is_carried_key(key) {
-                *value = REDACTED.into();
-            }
-        }
-        Some(secret)
+        let secret = self.secret.as_ref()?;
+        Some(plan.submission.remote.shown(secret))
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::submission::{Role, SparkPlan};
 use super::{append_driver_class_path, rewrite};
-use crate::submission::remote;
+use crate::submission::remote::{self, REDACTED};
 use crate::submission::render::{PodDelivery, PodOptions};
 
 /// One merged pod template and where it goes.
@@ -35,8 +35,8 @@ pub struct Rendered {
     pub templates: Vec<RenderedTemplate>,
     /// spark-submit with every dependency rewritten, program first.
     pub command: Vec<String>,
-    /// The Secret's data keys that carry store secrets (redacted by a dry run).
-    pub carried_keys: Vec<String>,
+    /// The Secret as a dry run shows it (carried store secrets redacted).
+    pub shown_secret: Secret,
 }
 
 /// What a dry run prints with `--output json`.
@@ -87,20 +87,12 @@ pub fn render(
         append_driver_class_path(&mut command, &plan.properties, jars);
     }
     let command = command.to_argv();
-    let carried_keys = delivery
-        .secret
-        .string_data
-        .iter()
-        .flatten()
-        .map(|(key, _)| key.clone())
-        .filter(|key| plan.submission.remote.is_carried_key(key))
-        .collect();
     Ok(Rendered {
         bundle: bundle.clone(),
+        shown_secret: plan.submission.remote.shown(&delivery.secret),
         secret: delivery.secret,
         templates,
         command,
-        carried_keys,
     })
 }
 
@@ -171,7 +163,7 @@ impl Rendered {
         };
         serde_json::to_string_pretty(&DryRun {
             bundle: &self.bundle,
-            secret: &self.shown_secret(),
+            secret: &self.shown_secret,
             driver_template: path_of(Role::Driver),
             executor_template: path_of(Role::Executor),
             command: &self.shown_command(),
@@ -181,7 +173,7 @@ impl Rendered {
     /// `--dry-run`: the Secret, each template under its path, and the
     /// command as a shell line, as one YAML stream.
     pub fn dry_run_text(&self) -> Result<String, serde_yaml::Error> {
-        let mut text = serde_yaml::to_string(&self.shown_secret())?;
+        let mut text = serde_yaml::to_string(&self.shown_secret)?;
         for template in &self.templates {
             text.push_str(&format!("---\n# {}\n", template.path.display()));
             text.push_str(&template.yaml);
@@ -200,25 +192,11 @@ impl Rendered {
 }
 
 impl Rendered {
-    /// The Secret as a dry run shows it: carried store secrets redacted.
-    fn shown_secret(&self) -> Secret {
-        let mut secret = self.secret.clone();
-        for (key, value) in secret.string_data.iter_mut().flatten() {
-            if self.carried_keys.contains(key) {
-                *value = REDACTED.into();
-            }
-        }
-        secret
-    }
-
     /// The command as a dry run shows it: secret settings redacted.
     pub fn shown_command(&self) -> Vec<String> {
         redact_command(&self.command)
     }
 }
-
-/// What a dry run shows instead of a secret.
-pub const REDACTED: &str = "<redacted>";
 
 /// `command` with the value of every secret `--conf key=value` (see
 /// [`remote::is_secret_setting`]) replaced.

@@ -24,12 +24,15 @@ use ferry_core::SourceUri;
 use ferry_core::plan::{FetchPlan, StoreSettings};
 use ferry_core::uri::SourceKind;
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, Pod, SecretKeySelector, SecretVolumeSource, Volume,
+    Container, EnvVar, EnvVarSource, Pod, Secret, SecretKeySelector, SecretVolumeSource, Volume,
     VolumeMount,
 };
 
 use super::{Dependency, Origin};
 use crate::k8s::INIT_CONTAINER;
+
+/// What a dry run shows instead of a secret.
+pub const REDACTED: &str = "<redacted>";
 
 /// Spark's prefix for Hadoop settings.
 const HADOOP: &str = "spark.hadoop.";
@@ -233,6 +236,18 @@ impl RemoteAccess {
     /// run shows it redacted).
     pub fn is_carried_key(&self, key: &str) -> bool {
         self.inline.contains_key(key)
+    }
+
+    /// `secret` as a dry run shows it: the store secrets carried in it
+    /// redacted.
+    pub fn shown(&self, secret: &Secret) -> Secret {
+        let mut shown = secret.clone();
+        for (key, value) in shown.string_data.iter_mut().flatten() {
+            if self.is_carried_key(key) {
+                *value = REDACTED.into();
+            }
+        }
+        shown
     }
 
     /// Gives the ferry-init container of `pod` the references it needs on
