@@ -295,7 +295,7 @@ impl Backend for LocalBackend {
     }
 
     async fn abort_parts(&self, key: &Path, _id: &str) -> Result<(), StoreError> {
-        parts::abort(self.file(key)).await
+        parts::abort(self.file(key), &self.parts_known).await
     }
 
     async fn publish_upload(
@@ -306,7 +306,7 @@ impl Backend for LocalBackend {
     ) -> Result<PutOutcome, StoreError> {
         self.small.forget(digest);
         let target = self.root.join(layout::blob_key(digest));
-        parts::publish(self.file(key), target, size).await
+        parts::publish(self.file(key), target, size, &self.parts_known).await
     }
 
     async fn head_object(&self, key: &Path) -> Result<ObjectInfo, StoreError> {

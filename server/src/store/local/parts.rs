@@ -56,6 +56,15 @@ impl Known {
             .unwrap_or_else(|e| e.into_inner())
             .insert(file);
     }
+
+    /// Forgets a parts file that is gone (published or aborted), so the
+    /// set holds only the sessions still open.
+    fn remove(&self, file: &PathBuf) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(file);
+    }
 }
 
 pub(super) async fn create(file: PathBuf, known: &Known) -> Result<String, StoreError> {
@@ -149,7 +158,8 @@ pub(super) async fn complete(file: PathBuf, parts: &[String]) -> Result<(), Stor
     .await
 }
 
-pub(super) async fn abort(file: PathBuf) -> Result<(), StoreError> {
+pub(super) async fn abort(file: PathBuf, known: &Known) -> Result<(), StoreError> {
+    known.remove(&file);
     blocking("session abort", move || match std::fs::remove_file(&file) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
@@ -163,7 +173,9 @@ pub(super) async fn publish(
     file: PathBuf,
     target: PathBuf,
     size: u64,
+    known: &Known,
 ) -> Result<PutOutcome, StoreError> {
+    known.remove(&file);
     tokio::task::spawn_blocking(move || {
         let opened = File::open(&file).map_err(StoreError::from_io)?;
         let outcome = write::publish(&opened, &file, &target, size)?;
