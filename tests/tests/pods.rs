@@ -80,7 +80,8 @@ fn submit_spark(
 
 /// A PySpark job: reads the staged `--files` entry where ferry-init put it,
 /// scores each row with the staged `--py-files` module on the executors
-/// (or the local master) and prints the result and where tasks ran.
+/// (or the local master) and prints the result, where tasks ran and the
+/// driver JVM's class path (client mode checks the user's jar is on it).
 const JOB: &str = r#"
 import sys
 from pyspark.sql import SparkSession
@@ -88,6 +89,7 @@ import scoring
 
 spark = SparkSession.builder.getOrCreate()
 sc = spark.sparkContext
+print("DRIVER CLASSPATH: %s" % sc._jvm.java.lang.System.getProperty("java.class.path"), flush=True)
 with open(sys.argv[1]) as f:
     lines = [l for l in f.read().splitlines() if l]
 def where(rows):
@@ -681,31 +683,6 @@ fn spark_executor_pods_use_the_jars_their_own_ferry_init_delivered() {
     assert!(status.success(), "ferry submit: {}", submit.log_text());
 }
 
-/// The client-mode job: as [`JOB`] (data file at a local path, the
-/// `--py-files` module on the executors), and the driver's own class path
-/// must hold the jar at the user's path: it prints its JVM's class path.
-const CLIENT_JOB: &str = r#"
-import sys
-from pyspark.sql import SparkSession
-import scoring
-
-spark = SparkSession.builder.getOrCreate()
-sc = spark.sparkContext
-jvm = sc._jvm
-print("DRIVER CLASSPATH: %s" % jvm.java.lang.System.getProperty("java.class.path"), flush=True)
-with open(sys.argv[1]) as f:
-    lines = [l for l in f.read().splitlines() if l]
-def where(rows):
-    import os
-    yield (os.environ.get("SPARK_EXECUTOR_POD_NAME", "driver"), sum(1 for _ in rows))
-rdd = sc.parallelize(lines, 4)
-total = rdd.map(scoring.score).sum()
-placed = sorted(rdd.mapPartitions(where).collect())
-print("RESULT: %d rows, score %d" % (len(lines), total), flush=True)
-print("PLACED: %s" % placed, flush=True)
-spark.stop()
-"#;
-
 /// Client mode (notebooks, `spark-shell`): a real `spark-submit
 /// --deploy-mode client` runs the driver here, on the test's machine, with
 /// the user's own paths; ferry stages the local jar and gives the executor
@@ -725,7 +702,6 @@ fn client_mode_executors_load_the_jar_from_ferry_and_the_driver_keeps_its_paths(
     const JAR: usize = 8 << 20;
     let job = cluster.path("job");
     let jar = write_job(&job, JAR);
-    std::fs::write(job.join("job.py"), CLIENT_JOB).unwrap();
     let stand_in = spark_image::stand_in(&spark, cluster.work.path(), "");
     let python = stand_in
         .env

@@ -301,19 +301,7 @@ fn a_session_begun_on_a_killed_replica_is_finished_by_another() {
     assert_eq!(status["offset"], chunk, "{status}");
     assert_eq!(patch(&second, chunk, 2 * chunk).status(), 202);
     assert_eq!(patch(&second, 2 * chunk, bytes.len()).status(), 202);
-    let committed = client
-        .put(second.at(&format!("/v1/uploads/{id}?digest={digest}")))
-        .bearer_auth(&second.token)
-        .send()
-        .unwrap();
-    assert_eq!(committed.status(), 201, "{}", second.log());
-    let stored = client
-        .get(second.at(&format!("/v1/blobs/{digest}")))
-        .bearer_auth(&second.token)
-        .send()
-        .unwrap()
-        .bytes()
-        .unwrap();
+    let stored = commit_and_read(&client, &second, &id, &digest);
     assert_eq!(stored.len(), bytes.len());
     assert_eq!(Digest::of(&stored), digest);
 }
@@ -381,18 +369,30 @@ fn a_restarted_server_checks_a_sessions_bytes_before_going_on_from_them() {
     assert_eq!(offset(&server), 0);
     // Sent again from the start, the blob is the right one.
     assert_eq!(patch(&server, 0, bytes.len()).status(), 202);
+    let stored = commit_and_read(&client, &server, &id, &digest);
+    assert!(stored == bytes, "the committed blob is the one sent again");
+}
+
+/// Commits session `id` on `server` as `digest` (asserting `201`) and
+/// reads the stored blob back.
+fn commit_and_read(
+    client: &reqwest::blocking::Client,
+    server: &FerryServer,
+    id: &str,
+    digest: &Digest,
+) -> Vec<u8> {
     let committed = client
         .put(server.at(&format!("/v1/uploads/{id}?digest={digest}")))
         .bearer_auth(&server.token)
         .send()
         .unwrap();
     assert_eq!(committed.status(), 201, "{}", server.log());
-    let stored = client
+    client
         .get(server.at(&format!("/v1/blobs/{digest}")))
         .bearer_auth(&server.token)
         .send()
         .unwrap()
         .bytes()
-        .unwrap();
-    assert!(stored.as_ref() == bytes.as_slice());
+        .unwrap()
+        .to_vec()
 }
