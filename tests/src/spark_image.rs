@@ -40,6 +40,43 @@ pub fn on_local_master(command: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The start of a `ferry submit --dry-run --output json` that a test later
+/// runs with [`on_local_master`]: `ferry` against `server_url` with the
+/// upload token in `token`, namespace `spark`, the pod's dependency folder
+/// `pod_dir` and templates in `templates`, then `spark_submit` in cluster
+/// mode on [`UNREACHABLE_K8S_MASTER`] with the UI off and the driver on
+/// 127.0.0.1. The caller adds the job's own options, primary resource,
+/// arguments and environment.
+pub fn dry_run_submit(
+    server_url: &str,
+    token: &Path,
+    pod_dir: &Path,
+    templates: &Path,
+    spark_submit: &Path,
+) -> Command {
+    let mut command = Command::new(crate::bin("ferry"));
+    command
+        .args(["--server", server_url, "--token-file"])
+        .arg(token)
+        .args(["submit", "--dry-run", "--output", "json"])
+        .args(["--namespace", "spark", "--deps-dir"])
+        .arg(pod_dir)
+        .arg("--template-dir")
+        .arg(templates)
+        .arg("--")
+        .arg(spark_submit)
+        .args([
+            "--master",
+            UNREACHABLE_K8S_MASTER,
+            "--deploy-mode",
+            "cluster",
+        ])
+        .args(["--conf", "spark.ui.enabled=false"])
+        .args(["--conf", "spark.driver.host=127.0.0.1"])
+        .args(["--conf", "spark.driver.bindAddress=127.0.0.1"]);
+    command
+}
+
 /// The image name the tests give `spark.kubernetes.container.image`.
 pub const IMAGE: &str = "apache/spark:4.0.1";
 

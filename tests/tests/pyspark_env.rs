@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ferry_tests::spark_image::{UNREACHABLE_K8S_MASTER, on_local_master};
+use ferry_tests::spark_image::{self, on_local_master};
 use ferry_tests::{Child, FerryServer, bin, require_tool};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
@@ -207,36 +207,10 @@ fn spark_with_archive(
     let token = case.join("upload-token");
     std::fs::write(&token, &server.token).unwrap();
     let submit = run(
-        Command::new(bin("ferry"))
-            .args(["--server", &server.url, "--token-file", &path(&token)])
-            .args([
-                "submit",
-                "--dry-run",
-                "--output",
-                "json",
-                "--namespace",
-                "spark",
-            ])
-            .args([
-                "--deps-dir",
-                &path(&pod_dir),
-                "--template-dir",
-                &path(&templates),
-            ])
-            .arg("--")
-            .arg(spark_submit)
-            // ferry delivers only for a cluster-mode `k8s://` submission;
-            // the command then runs on `local[1]` below.
-            .args([
-                "--master",
-                UNREACHABLE_K8S_MASTER,
-                "--deploy-mode",
-                "cluster",
-            ])
+        // ferry delivers only for a cluster-mode `k8s://` submission; the
+        // command then runs on `local[1]` below.
+        spark_image::dry_run_submit(&server.url, &token, &pod_dir, &templates, spark_submit)
             .args(["--name", "ferry-pyspark-env"])
-            .args(["--conf", "spark.ui.enabled=false"])
-            .args(["--conf", "spark.driver.host=127.0.0.1"])
-            .args(["--conf", "spark.driver.bindAddress=127.0.0.1"])
             .args(["--archives", &format!("{}#{alias}", path(archive))])
             .args([
                 "--conf",

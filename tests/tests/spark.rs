@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ferry_tests::spark_image::{UNREACHABLE_K8S_MASTER, on_local_master};
+use ferry_tests::spark_image::{self, on_local_master};
 use ferry_tests::{Child, FerryServer, bin, require_tool};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
@@ -73,43 +73,18 @@ fn spark_runs_the_rewritten_command_with_dependencies_ferry_init_fetched() {
     std::fs::write(&token, &server.token).unwrap();
 
     let path = |p: &Path| p.display().to_string();
-    let submit = Command::new(bin("ferry"))
-        .args(["--server", &server.url, "--token-file", &path(&token)])
-        .args([
-            "submit",
-            "--dry-run",
-            "--output",
-            "json",
-            "--namespace",
-            "spark",
-        ])
-        .args([
-            "--deps-dir",
-            &path(&pod_dir),
-            "--template-dir",
-            &path(&templates),
-        ])
-        .arg("--")
-        .arg(&spark_submit)
-        .args([
-            "--master",
-            UNREACHABLE_K8S_MASTER,
-            "--deploy-mode",
-            "cluster",
-        ])
-        .args(["--name", "ferry-e2e"])
-        .args(["--conf", "spark.ui.enabled=false"])
-        .args(["--conf", "spark.driver.host=127.0.0.1"])
-        .args(["--conf", "spark.driver.bindAddress=127.0.0.1"])
-        .args(["--py-files", &path(&deps.join("scoring.py"))])
-        .args(["--files", &path(&deps.join("data 1.csv"))])
-        .arg(deps.join("job.py"))
-        .arg(&output)
-        .arg(pod_dir.join("files/data 1.csv"))
-        .env("XDG_CONFIG_HOME", work.path().join("no-config"))
-        .env("KUBECONFIG", work.path().join("no-kubeconfig"))
-        .output()
-        .unwrap();
+    let submit =
+        spark_image::dry_run_submit(&server.url, &token, &pod_dir, &templates, &spark_submit)
+            .args(["--name", "ferry-e2e"])
+            .args(["--py-files", &path(&deps.join("scoring.py"))])
+            .args(["--files", &path(&deps.join("data 1.csv"))])
+            .arg(deps.join("job.py"))
+            .arg(&output)
+            .arg(pod_dir.join("files/data 1.csv"))
+            .env("XDG_CONFIG_HOME", work.path().join("no-config"))
+            .env("KUBECONFIG", work.path().join("no-kubeconfig"))
+            .output()
+            .unwrap();
     assert!(
         submit.status.success(),
         "ferry submit: {}",
