@@ -11,9 +11,16 @@
 //! (`webpki-root-certs`), plus the extra CA file, and logs that it did.
 //! Where the system has roots, only those (plus the CA file) are trusted,
 //! so an administrator's curated store keeps its meaning.
+//!
+//! `object_store`'s clients (S3, GCS, Azure) build their own reqwest
+//! client the same way and fail the same way, for `http://` endpoints
+//! too; [`WithBundledRoots`] gives them the bundled roots under the same
+//! rule.
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use object_store::{ClientConfigKey, ClientOptions};
 
 /// How to build a client.
 #[derive(Debug, Clone)]
@@ -92,7 +99,7 @@ pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client, HttpError> 
         }
         None => Vec::new(),
     };
-    builder = if system_has_roots() {
+    builder = if !system_lacks_roots() {
         builder.tls_certs_merge(extra)
     } else {
         let bundled = bundled_roots().map_err(HttpError::Build)?;
@@ -105,6 +112,100 @@ pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client, HttpError> 
     };
     builder.build().map_err(HttpError::Build)
 }
+
+/// Every client setting `object_store` reads from a store's environment
+/// or configuration, copied across when the client options are replaced.
+const STORE_CLIENT_KEYS: &[&str] = &[
+    "allow_http",
+    "allow_invalid_certificates",
+    "connect_timeout",
+    "default_content_type",
+    "http1_only",
+    "http2_only",
+    "http2_keep_alive_interval",
+    "http2_keep_alive_timeout",
+    "http2_keep_alive_while_idle",
+    "http2_max_frame_size",
+    "pool_idle_timeout",
+    "pool_max_idle_per_host",
+    "proxy_url",
+    "proxy_ca_certificate",
+    "proxy_excludes",
+    "randomize_addresses",
+    "read_timeout",
+    "timeout",
+    "user_agent",
+];
+
+/// Client options for an `object_store` builder where the system CA store
+/// is empty: the builder's own client settings (read through `current`)
+/// plus the bundled Mozilla roots as the only trusted ones. `None` where
+/// the system has roots: the builder is then right as it is.
+fn store_client_options(
+    current: impl Fn(ClientConfigKey) -> Option<String>,
+) -> Option<ClientOptions> {
+    if !system_lacks_roots() {
+        return None;
+    }
+    let mut options = ClientOptions::new();
+    for name in STORE_CLIENT_KEYS {
+        let Ok(key) = name.parse::<ClientConfigKey>() else {
+            continue;
+        };
+        if let Some(value) = current(key) {
+            options = options.with_config(key, value);
+        }
+    }
+    for der in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        if let Ok(root) = object_store::Certificate::from_der(der) {
+            options = options.with_root_certificate(root);
+        }
+    }
+    tracing::info!(
+        bundled = webpki_root_certs::TLS_SERVER_ROOT_CERTS.len(),
+        "no CA certificates in the system store; the object store client trusts the bundled Mozilla roots"
+    );
+    Some(options.with_no_system_certificates(true))
+}
+
+/// The system CA store is empty (probed once per process).
+fn system_lacks_roots() -> bool {
+    static LACKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LACKS.get_or_init(|| !system_has_roots())
+}
+
+/// An `object_store` builder that works without a system CA store: where
+/// there is none, its client trusts the bundled roots (its other client
+/// settings kept); elsewhere it is returned unchanged.
+pub trait WithBundledRoots: Sized {
+    fn with_bundled_roots_if_needed(self) -> Self;
+}
+
+macro_rules! bundled_roots_for {
+    ($builder:ty, $key:path) => {
+        impl WithBundledRoots for $builder {
+            fn with_bundled_roots_if_needed(self) -> Self {
+                match store_client_options(|k| self.get_config_value(&$key(k))) {
+                    Some(options) => self.with_client_options(options),
+                    None => self,
+                }
+            }
+        }
+    };
+}
+
+bundled_roots_for!(
+    object_store::aws::AmazonS3Builder,
+    object_store::aws::AmazonS3ConfigKey::Client
+);
+bundled_roots_for!(
+    object_store::gcp::GoogleCloudStorageBuilder,
+    object_store::gcp::GoogleConfigKey::Client
+);
+bundled_roots_for!(
+    object_store::azure::MicrosoftAzureBuilder,
+    object_store::azure::AzureConfigKey::Client
+);
 
 /// The Mozilla roots compiled into the binary.
 fn bundled_roots() -> reqwest::Result<Vec<reqwest::Certificate>> {

@@ -374,6 +374,50 @@ fn without_a_system_ca_store_plain_items_fetch_and_https_uses_bundled_roots() {
     assert!(std::fs::read(dest.join("a.bin")).unwrap() == data);
 }
 
+/// The object store clients (S3 here) build their own HTTP client, which
+/// without a system CA store failed to build at all, even for an
+/// `http://` endpoint: ferry-init fetching from a bucket and a
+/// ferry-server keeping its data in one both work with no store.
+#[test]
+fn without_a_system_ca_store_bucket_reads_and_a_bucket_backed_server_work() {
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket("deps");
+    moto.create_bucket("staging");
+    let dir = tempfile::tempdir().unwrap();
+    let data = test_data(9);
+    std::fs::write(dir.path().join("a.bin"), &data).unwrap();
+    moto.put_object("deps", "libs/a.bin", &dir.path().join("a.bin"));
+    let no_ca = no_system_ca_store(dir.path());
+    let mut env = moto.env();
+    env.extend(no_ca.iter().cloned());
+    env.push(("AWS_METADATA_ENDPOINT".into(), "http://127.0.0.1:9".into()));
+
+    let dest = dir.path().join("fetched");
+    let run = ferry_init(&["s3://deps/libs/a.bin", "--into", path_str(&dest)], &env);
+    assert!(run.ok, "{}", run.stderr);
+    assert!(!run.stderr.contains("No CA certificates"), "{}", run.stderr);
+    assert!(std::fs::read(dest.join("a.bin")).unwrap() == data);
+
+    let mut builder = FerryServer::builder()
+        .data("s3://staging")
+        .token("no-ca-upload-token-0123456789");
+    for (key, value) in &env {
+        builder = builder.env(key.clone(), value.clone());
+    }
+    let server = builder.start();
+    let api = ApiClient::new(&server.url, Some(&server.token));
+    let put = api.put_blob(&data);
+    assert!(put.status().is_success(), "PUT: {}", put.status());
+    let got = api.get_blob(&Digest::of(&data));
+    assert!(got.status().is_success(), "GET: {}", got.status());
+    assert!(got.bytes().unwrap() == data, "the blob read back differs");
+    assert!(
+        server.log().contains("bundled Mozilla roots"),
+        "{}",
+        server.log()
+    );
+}
+
 fn python_put_s3(moto: &Moto, bucket: &str, key: &str, path: &Path) {
     moto.put_object(bucket, key, path);
 }

@@ -1235,12 +1235,8 @@ fn the_node_cache_hostpath_works_as_the_kubelet_creates_it() {
 
 /// ferry-init in its image with no CA bundle at all (the file hidden by an
 /// empty one) still fetches plain `http://` and `ferry://` items: roots
-/// matter only for `https`.
-///
-/// KNOWN FAILURE until the shared HTTP client falls back to bundled roots
-/// (a colleague's fix): today every item fails with "No CA certificates
-/// were loaded from the system". The images ship a CA bundle, so pods are
-/// not affected; this test keeps the finding honest.
+/// matter only for `https` (where the bundled Mozilla roots stand in; the
+/// images ship a CA bundle, so this is the image someone slimmed down).
 #[test]
 fn ferry_init_without_a_ca_bundle_still_fetches_plain_http() {
     let Some((cluster, kubelet)) = lister_cluster() else {

@@ -172,6 +172,7 @@ fn build(key: &StoreKey, config: &[(String, String)]) -> Result<Arc<dyn ObjectSt
     use object_store::aws::AmazonS3Builder;
     use object_store::azure::MicrosoftAzureBuilder;
     use object_store::gcp::GoogleCloudStorageBuilder;
+    use ferry_io::http::WithBundledRoots as _;
     let config_error = |what: &str, e: object_store::Error| {
         FetchError::Invalid(format!(
             "cannot configure {what}: {}",
@@ -183,6 +184,7 @@ fn build(key: &StoreKey, config: &[(String, String)]) -> Result<Arc<dyn ObjectSt
             let builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
             Arc::new(
                 configure(builder, config, |b, k, v| b.with_config(k, v))?
+                    .with_bundled_roots_if_needed()
                     .with_retry(retry_config())
                     .build()
                     .map_err(|e| config_error("S3", e))?,
@@ -192,6 +194,7 @@ fn build(key: &StoreKey, config: &[(String, String)]) -> Result<Arc<dyn ObjectSt
             let builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
             Arc::new(
                 configure(builder, config, |b, k, v| b.with_config(k, v))?
+                    .with_bundled_roots_if_needed()
                     .with_retry(retry_config())
                     .build()
                     .map_err(|e| config_error("Google Cloud Storage", e))?,
@@ -204,6 +207,7 @@ fn build(key: &StoreKey, config: &[(String, String)]) -> Result<Arc<dyn ObjectSt
             }
             Arc::new(
                 configure(builder, config, |b, k, v| b.with_config(k, v))?
+                    .with_bundled_roots_if_needed()
                     .with_retry(retry_config())
                     .build()
                     .map_err(|e| config_error("Azure", e))?,

@@ -6,6 +6,7 @@ use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
+use ferry_io::http::WithBundledRoots as _;
 use object_store::multipart::MultipartStore;
 use object_store::prefix::PrefixStore;
 use object_store::signer::Signer;
@@ -46,6 +47,7 @@ pub fn open(data: &str) -> Result<Store, OpenError> {
         "s3" | "s3a" => bucket(
             AmazonS3Builder::from_env()
                 .with_url(bucket_url.replace("s3a://", "s3://"))
+                .with_bundled_roots_if_needed()
                 .with_retry(retry())
                 .build()
                 .map_err(backend_error)?,
@@ -55,6 +57,7 @@ pub fn open(data: &str) -> Result<Store, OpenError> {
         "gs" => bucket(
             GoogleCloudStorageBuilder::from_env()
                 .with_url(&bucket_url)
+                .with_bundled_roots_if_needed()
                 .with_retry(retry())
                 .build()
                 .map_err(backend_error)?,
@@ -64,6 +67,7 @@ pub fn open(data: &str) -> Result<Store, OpenError> {
         "az" | "abfs" | "abfss" => bucket(
             MicrosoftAzureBuilder::from_env()
                 .with_url(data)
+                .with_bundled_roots_if_needed()
                 .with_retry(retry())
                 .build()
                 .map_err(backend_error)?,
