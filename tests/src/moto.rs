@@ -17,6 +17,21 @@ pub struct Moto {
     _dir: tempfile::TempDir,
 }
 
+/// moto's own `moto_server` entry point with its WSGI app behind one lock.
+const SERIALIZED_MOTO: &str = r#"
+import sys, threading
+import moto.server as server
+lock = threading.Lock()
+real_run_simple = server.run_simple
+def run_simple(host, port, app, **options):
+    def one_at_a_time(environ, start_response):
+        with lock:
+            return list(app(environ, start_response))
+    real_run_simple(host, port, one_at_a_time, **options)
+server.run_simple = run_simple
+server.main(sys.argv[1:])
+"#;
+
 impl Moto {
     /// Starts moto, or returns `None` outside CI when it is not installed.
     pub fn start() -> Option<Self> {
@@ -30,21 +45,50 @@ impl Moto {
             "FERRY_TEST_MOTO",
             &["moto_server"],
         )?;
-        let dir = tempfile::tempdir().expect("temp dir");
         let mut command = Command::new(exe);
         command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        Some(Self::spawn(command, port))
+    }
+
+    /// Starts moto handling one request at a time. moto checks a
+    /// conditional PUT's precondition (`If-None-Match: *`, `If-Match`) and
+    /// then writes in separate steps, so two racing PUTs on its threaded
+    /// server can both pass the check; S3 decides them atomically. For a
+    /// test of racing conditional writes, this is the S3 behaviour.
+    pub fn start_atomic() -> Option<Self> {
+        require_tool(
+            "moto_server (pip install 'moto[server]')",
+            "FERRY_TEST_MOTO",
+            &["moto_server"],
+        )?;
+        let port = free_port();
+        let python = std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut command = Command::new(python);
+        command.args([
+            "-c",
+            SERIALIZED_MOTO,
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]);
+        Some(Self::spawn(command, port))
+    }
+
+    fn spawn(command: Command, port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
         let child = Child::spawn("moto_server", command, dir.path().join("moto.log"));
         assert!(
             wait_for_port(port, Duration::from_secs(30)),
             "moto_server did not listen on {port}: {}",
             child.log_text()
         );
-        Some(Self {
+        Self {
             child,
             port,
             endpoint: format!("http://127.0.0.1:{port}"),
             _dir: dir,
-        })
+        }
     }
 
     /// Creates a bucket with boto3 (installed alongside moto).

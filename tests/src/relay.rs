@@ -3,7 +3,8 @@
 //! the others (e.g. a Spark driver's file server to its executors).
 //! It also keeps the start of what clients sent (request heads), so a test
 //! can tell which headers reached the upstream (e.g. that no bearer token
-//! went to a store along with a signed URL).
+//! went to a store along with a signed URL). And it can cut one response
+//! short ([`CountingRelay::cut_once`]), as a network that drops a transfer.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -26,9 +27,16 @@ pub struct CountingRelay {
     /// The first [`RECORDED_PER_READ`] bytes of each read from a client,
     /// up to [`RECORDED_MAX`] in all: request heads, rarely whole bodies.
     recorded: Arc<Mutex<Vec<u8>>>,
+    /// A cut to make: the next request whose bytes hold the text gets its
+    /// response ended after that many bytes.
+    cut: Arc<Mutex<Option<(String, u64)>>>,
     stop: Arc<AtomicBool>,
     pub addr: SocketAddr,
 }
+
+/// Bytes a connection's response may still carry before it is cut;
+/// `u64::MAX` while no cut is armed on it.
+type Armed = Arc<AtomicU64>;
 
 impl CountingRelay {
     pub fn start(listen: SocketAddr, upstream: SocketAddr) -> Self {
@@ -43,12 +51,14 @@ impl CountingRelay {
         let connections = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let recorded = Arc::new(Mutex::new(Vec::new()));
-        let (s, r, c, st, rec) = (
+        let cut = Arc::new(Mutex::new(None));
+        let (s, r, c, st, rec, cu) = (
             served.clone(),
             received.clone(),
             connections.clone(),
             stop.clone(),
             recorded.clone(),
+            cut.clone(),
         );
         std::thread::spawn(move || {
             while !st.load(Ordering::SeqCst) {
@@ -61,8 +71,18 @@ impl CountingRelay {
                         };
                         c.fetch_add(1, Ordering::SeqCst);
                         let _ = client.set_nonblocking(false);
-                        pipe(&server, &client, s.clone(), None);
-                        pipe(&client, &server, r.clone(), Some(rec.clone()));
+                        let armed: Armed = Arc::new(AtomicU64::new(u64::MAX));
+                        pipe(&server, &client, s.clone(), Side::Response(armed.clone()));
+                        pipe(
+                            &client,
+                            &server,
+                            r.clone(),
+                            Side::Request {
+                                record: rec.clone(),
+                                cut: cu.clone(),
+                                armed,
+                            },
+                        );
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
@@ -73,9 +93,17 @@ impl CountingRelay {
             received,
             connections,
             recorded,
+            cut,
             stop,
             addr,
         }
+    }
+
+    /// Cuts the response to the next request that holds `needle` (in its
+    /// request line or headers) after `after` bytes: the connection is
+    /// closed both ways, as a dropped transfer. Once.
+    pub fn cut_once(&self, needle: &str, after: u64) {
+        *self.cut.lock().unwrap_or_else(|e| e.into_inner()) = Some((needle.to_owned(), after));
     }
 
     /// The head (request line and headers, `\r\n`-separated) of every
@@ -104,13 +132,21 @@ impl Drop for CountingRelay {
     }
 }
 
+/// Which way a [`pipe`] carries bytes, and what it does on the way.
+enum Side {
+    /// Client to upstream: recorded, and arms a pending cut when a request
+    /// holds its text.
+    Request {
+        record: Arc<Mutex<Vec<u8>>>,
+        cut: Arc<Mutex<Option<(String, u64)>>>,
+        armed: Armed,
+    },
+    /// Upstream to client: ends the connection once an armed cut runs out.
+    Response(Armed),
+}
+
 /// Copies `from` into `to` on a thread, counting, until either side ends.
-fn pipe(
-    from: &TcpStream,
-    to: &TcpStream,
-    count: Arc<AtomicU64>,
-    record: Option<Arc<Mutex<Vec<u8>>>>,
-) {
+fn pipe(from: &TcpStream, to: &TcpStream, count: Arc<AtomicU64>, side: Side) {
     let (mut from, mut to) = (
         from.try_clone().expect("clone socket"),
         to.try_clone().expect("clone socket"),
@@ -118,19 +154,38 @@ fn pipe(
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match from.read(&mut buf) {
+            let n = match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    count.fetch_add(n as u64, Ordering::SeqCst);
-                    if let Some(record) = &record {
-                        let mut record = record.lock().unwrap_or_else(|e| e.into_inner());
-                        let room = RECORDED_MAX.saturating_sub(record.len());
-                        record.extend_from_slice(&buf[..n.min(RECORDED_PER_READ).min(room)]);
-                    }
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
+                Ok(n) => n,
+            };
+            count.fetch_add(n as u64, Ordering::SeqCst);
+            let mut take = n;
+            match &side {
+                Side::Request { record, cut, armed } => {
+                    let mut record = record.lock().unwrap_or_else(|e| e.into_inner());
+                    let room = RECORDED_MAX.saturating_sub(record.len());
+                    record.extend_from_slice(&buf[..n.min(RECORDED_PER_READ).min(room)]);
+                    let mut cut = cut.lock().unwrap_or_else(|e| e.into_inner());
+                    let text = String::from_utf8_lossy(&buf[..n.min(RECORDED_PER_READ)]);
+                    if let Some((_, after)) = cut.take_if(|(needle, _)| text.contains(&**needle)) {
+                        armed.store(after, Ordering::SeqCst);
                     }
                 }
+                Side::Response(armed) => {
+                    let left = armed.load(Ordering::SeqCst);
+                    if left != u64::MAX {
+                        take = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+                        armed.store(left - take as u64, Ordering::SeqCst);
+                    }
+                }
+            }
+            if to.write_all(&buf[..take]).is_err() {
+                break;
+            }
+            if take < n || matches!(&side, Side::Response(a) if a.load(Ordering::SeqCst) == 0) {
+                let _ = to.shutdown(Shutdown::Both);
+                let _ = from.shutdown(Shutdown::Both);
+                return;
             }
         }
         let _ = to.shutdown(Shutdown::Write);

@@ -34,7 +34,10 @@ struct Bucket {
 }
 
 fn moto_bucket(name: &str) -> Option<Bucket> {
-    let moto = Moto::start()?;
+    moto_bucket_on(Moto::start()?, name)
+}
+
+fn moto_bucket_on(moto: Moto, name: &str) -> Option<Bucket> {
     moto.create_bucket(name);
     let relay = CountingRelay::start(
         ([127, 0, 0, 1], 0).into(),
@@ -204,7 +207,8 @@ fn raced_names_have_one_owner(bucket: Bucket) {
 
 #[test]
 fn raced_names_have_one_owner_on_moto() {
-    let Some(bucket) = moto_bucket("race") else {
+    // moto's conditional PUT is not atomic (see `Moto::start_atomic`).
+    let Some(bucket) = Moto::start_atomic().and_then(|moto| moto_bucket_on(moto, "race")) else {
         return;
     };
     raced_names_have_one_owner(bucket);
@@ -276,19 +280,34 @@ fn a_deleted_bundles_token_is_refused_on_every_replica_within_the_bound_on_azuri
 
 /// Runs ferry-init for `bundle` against `server`; returns what it wrote.
 fn fetch_with_init(server: &FerryServer, bundle: &str, token: &str) -> tempfile::TempDir {
+    fetch_with_init_args(server, bundle, token, &[])
+}
+
+/// [`fetch_with_init`] with `extra` ferry-init options.
+fn fetch_with_init_args(
+    server: &FerryServer,
+    bundle: &str,
+    token: &str,
+    extra: &[&str],
+) -> tempfile::TempDir {
     let work = tempfile::tempdir().unwrap();
     let token_file = work.path().join("token");
     std::fs::write(&token_file, token).unwrap();
     let dest = work.path().join("dest");
-    let output = init::run(&[
-        "--server",
-        &server.url,
-        "--token-file",
-        path_str(&token_file),
-        "--into",
-        path_str(&dest),
-        &format!("ferry://{bundle}"),
-    ]);
+    let output = init::run(
+        &[
+            "--server",
+            &server.url,
+            "--token-file",
+            path_str(&token_file),
+            "--into",
+            path_str(&dest),
+            &format!("ferry://{bundle}"),
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
+    );
     assert!(
         output.status.success(),
         "ferry-init failed: {}\nserver log:\n{}",
@@ -372,6 +391,67 @@ fn ferry_init_reads_blobs_through_redirects_without_its_token_on_azurite() {
         return;
     };
     init_reads_blobs_from_the_store(bucket, "sig=");
+}
+
+/// A signed URL that expires between retries: the store's transfer is cut
+/// part way (a relay stands where the network would drop it), ferry-init
+/// waits its retry delay, longer than the URL lives, the store refuses the
+/// old URL, and ferry-init asks the server for a new one and resumes at the
+/// offset it had. On Azurite, which enforces a SAS's expiry; moto does not
+/// check a presigned URL's expiry, so it cannot play this part.
+#[test]
+fn a_signed_url_that_expires_between_retries_is_renewed_and_the_fetch_resumes() {
+    let Some(bucket) = azurite_bucket("expiry") else {
+        return;
+    };
+    let servers = replicas(
+        &bucket,
+        1,
+        &["--gc-interval", "1h", "--redirect-expiry", "2s"],
+    );
+    let large = pseudo_random_bytes(5, 8 * 1024 * 1024 + 3);
+    let bundle =
+        api(&servers[0]).stage(&[("files/large.bin", &large)], json!({"name": "expiring"}));
+    let token = bundle["token"].as_str().unwrap();
+    let cut_after = 2 * 1024 * 1024;
+    bucket.relay.cut_once("sig=", cut_after);
+    // Equal jitter: the first retry waits 4-8 s, past the 2 s expiry.
+    let work = fetch_with_init_args(&servers[0], "expiring", token, &["--retry-delay", "8s"]);
+    assert_eq!(
+        std::fs::read(work.path().join("dest/files/large.bin")).unwrap(),
+        large
+    );
+
+    let signed: Vec<String> = bucket
+        .relay
+        .request_heads("GET")
+        .into_iter()
+        .filter(|head| head.lines().next().is_some_and(|l| l.contains("sig=")))
+        .collect();
+    let line = |head: &String| head.lines().next().unwrap_or_default().to_owned();
+    let range = |head: &String| {
+        head.lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("range: bytes=")
+                    .map(|r| r.trim_end_matches('-').parse::<u64>().unwrap())
+            })
+            .unwrap_or(0)
+    };
+    // The cut transfer, the same URL refused after the retry delay, and a
+    // new URL resuming where the cut left off.
+    assert_eq!(signed.len(), 3, "signed GETs: {signed:#?}");
+    assert_eq!(line(&signed[0]), line(&signed[1]), "{signed:#?}");
+    assert_ne!(line(&signed[1]), line(&signed[2]), "{signed:#?}");
+    assert_eq!(range(&signed[0]), 0);
+    let resumed = range(&signed[2]);
+    assert!(
+        resumed > 0 && resumed < cut_after,
+        "the new URL did not resume the transfer: {signed:#?}"
+    );
+    assert_eq!(range(&signed[1]), resumed, "{signed:#?}");
+    assert_eq!(servers[0].metric("ferry_blob_redirects_total"), 2);
+    assert_eq!(servers[0].metric("ferry_bytes_sent_total"), 0);
 }
 
 /// GC on three replicas every 100 ms, with a short grace, while writers

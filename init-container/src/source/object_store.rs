@@ -169,10 +169,10 @@ where
 }
 
 fn build(key: &StoreKey, config: &[(String, String)]) -> Result<Arc<dyn ObjectStore>, FetchError> {
+    use ferry_io::http::WithBundledRoots as _;
     use object_store::aws::AmazonS3Builder;
     use object_store::azure::MicrosoftAzureBuilder;
     use object_store::gcp::GoogleCloudStorageBuilder;
-    use ferry_io::http::WithBundledRoots as _;
     let config_error = |what: &str, e: object_store::Error| {
         FetchError::Invalid(format!(
             "cannot configure {what}: {}",

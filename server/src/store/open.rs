@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
+use ferry_io::http::WithBundledRoots as _;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
-use ferry_io::http::WithBundledRoots as _;
 use object_store::multipart::MultipartStore;
 use object_store::prefix::PrefixStore;
 use object_store::signer::Signer;
