@@ -15,6 +15,7 @@ pub mod disk;
 pub mod dockerfile;
 pub mod gcs;
 pub mod init;
+pub mod java;
 pub mod kube_mock;
 pub mod kubelet;
 pub mod moto;

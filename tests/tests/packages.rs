@@ -29,6 +29,7 @@ use std::time::Duration;
 use ferry_core::Digest;
 use ferry_tests::api::ApiClient;
 use ferry_tests::cluster::Cluster;
+use ferry_tests::java::java_jar;
 use ferry_tests::nginx::Nginx;
 use ferry_tests::spark_image::{self, SparkHome, UNREACHABLE_K8S_MASTER};
 use ferry_tests::{Child, FerryServer, bin, free_port, require_tool};
@@ -73,53 +74,6 @@ fn dep(artifact: &str, version: Option<&str>, extra: &str) -> String {
     format!(
         "    <dependency><groupId>com.ex</groupId><artifactId>{artifact}</artifactId>{version}{extra}</dependency>\n"
     )
-}
-
-/// Builds `jar` holding one class `com.ex.<package>.<class>` whose static
-/// method `method` returns `value` (a Java expression).
-fn java_jar(work: &Path, jar: &Path, package: &str, class: &str, method: &str, value: &str) {
-    let src = work.join(format!("src-{package}-{class}"));
-    let classes = work.join(format!("classes-{package}-{class}"));
-    let _ = std::fs::remove_dir_all(&src);
-    let _ = std::fs::remove_dir_all(&classes);
-    let dir = src.join("com/ex").join(package);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::create_dir_all(&classes).unwrap();
-    let file = dir.join(format!("{class}.java"));
-    let kind = if value.starts_with('"') {
-        "String"
-    } else {
-        "int"
-    };
-    std::fs::write(
-        &file,
-        format!(
-            "package com.ex.{package};\npublic class {class} {{\n  public static {kind} {method}() {{ return {value}; }}\n}}\n"
-        ),
-    )
-    .unwrap();
-    run(Command::new("javac")
-        .args(["--release", "17", "-d"])
-        .arg(&classes)
-        .arg(&file));
-    std::fs::create_dir_all(jar.parent().unwrap()).unwrap();
-    run(Command::new("jar")
-        .arg("cf")
-        .arg(jar)
-        .arg("-C")
-        .arg(&classes)
-        .arg("."));
-}
-
-fn run(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// A Maven-layout module: its POM and, unless `jar` is `None`, a jar with

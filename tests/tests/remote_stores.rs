@@ -14,8 +14,10 @@
 use std::time::Duration;
 
 use ferry_tests::cluster::Cluster;
+use ferry_tests::java::java_jar;
 use ferry_tests::moto::Moto;
-use ferry_tests::spark_image;
+use ferry_tests::spark_image::{self, SparkHome};
+use ferry_tests::{Child, require_tool};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use serde_json::{Value, json};
 
@@ -23,6 +25,15 @@ const NAMESPACE: &str = "spark";
 const SECRET_A: &str = "inline-secret-for-bucket-a-4f1c";
 const KEY_A: &str = "AKIDINLINEBUCKETA";
 const SECRET_B: &str = "referenced-secret-for-bucket-b-9e2d";
+
+/// A PySpark job calling, through the driver's JVM, a class that exists
+/// only in the jar `--jars` names.
+const PROBE_JOB: &str = r#"
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.getOrCreate()
+print("PROBE: %s" % spark.sparkContext._jvm.com.ex.probe.Probe.hello(), flush=True)
+spark.stop()
+"#;
 
 /// A spark-submit that records its arguments and succeeds.
 fn recording_spark_submit(dir: &std::path::Path) -> (String, std::path::PathBuf) {
@@ -333,4 +344,88 @@ fn run_listing_jars(cluster: &Cluster, mut pod: Pod) -> ferry_tests::kubelet::Po
     cluster
         .lister_kubelet()
         .run_pod(&pod, Duration::from_secs(120))
+}
+
+/// Spark itself, end to end, with a jar that exists only in a bucket
+/// (moto) reachable only through the endpoint and keys the user gave
+/// Spark: `ferry submit -- spark-submit --deploy-mode cluster --jars
+/// s3a://...` against kmock (a fake API server); the driver pod Spark
+/// created is run by the kubelet stand-in (ferry-init from our image, then
+/// the driver's command with pyspark's distribution playing the Spark
+/// image, master `local[1]`), and the job calls a class from that jar.
+#[test]
+fn spark_calls_a_class_from_an_s3a_jar_that_ferry_init_delivered() {
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    let Some(cluster) = Cluster::start(&["ferry-init"]) else {
+        return;
+    };
+    let Some(spark) = SparkHome::find() else {
+        return;
+    };
+    if require_tool("javac", "FERRY_TEST_JAVAC", &["javac"]).is_none() {
+        return;
+    }
+    moto.create_bucket("libs");
+    let jar = cluster.path("probe.jar");
+    java_jar(
+        cluster.work.path(),
+        &jar,
+        "probe",
+        "Probe",
+        "hello",
+        "\"hello from the s3a jar\"",
+    );
+    moto.put_object("libs", "spark/probe.jar", &jar);
+    std::fs::remove_file(&jar).unwrap();
+    let job = cluster.path("probe_job.py");
+    std::fs::write(&job, PROBE_JOB).unwrap();
+
+    let mut args = spark.cluster_mode_args(&cluster.kube, NAMESPACE, "s3a-probe");
+    for setting in [
+        format!("spark.hadoop.fs.s3a.endpoint={}", moto.endpoint),
+        "spark.hadoop.fs.s3a.path.style.access=true".into(),
+        format!("spark.hadoop.fs.s3a.access.key={KEY_A}"),
+        format!("spark.hadoop.fs.s3a.secret.key={SECRET_A}"),
+    ] {
+        args.extend(["--conf".to_owned(), setting]);
+    }
+    args.extend([
+        "--jars".into(),
+        "s3a://libs/spark/probe.jar".into(),
+        job.display().to_string(),
+    ]);
+    let options = [
+        "--namespace",
+        NAMESPACE,
+        "--pod-server",
+        &cluster.server.url,
+    ];
+    let command = cluster.ferry_submit(&options, &args, Some(&spark));
+    let mut submit = Child::spawn("ferry submit", command, cluster.path("submit.log"));
+    let driver = cluster
+        .wait_for_pods(NAMESPACE, "spark-role=driver", 1, Duration::from_secs(120))
+        .remove(0);
+    let spec = serde_json::to_string(&driver).unwrap();
+    assert!(
+        !spec.contains(SECRET_A),
+        "the inline secret key is in the pod spec"
+    );
+
+    let stand_in = spark_image::stand_in(&spark, cluster.work.path(), "--master local[1]");
+    let kubelet = cluster
+        .kubelet
+        .clone()
+        .with_image(spark_image::IMAGE, stand_in);
+    let outcome = kubelet.run_pod(&driver, Duration::from_secs(240));
+    assert!(outcome.succeeded(), "{}", outcome.describe());
+    let init = &outcome.init("ferry-init").log;
+    assert!(init.contains("s3a://libs/spark/probe.jar"), "{init}");
+    let log = &outcome.container("spark-kubernetes-driver").log;
+    assert!(log.contains("PROBE: hello from the s3a jar"), "{log}");
+    let status = submit
+        .wait_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("ferry submit still running:\n{}", submit.log_text()));
+    assert!(status.success(), "ferry submit: {}", submit.log_text());
 }
