@@ -326,19 +326,19 @@ impl Store {
                 limit: limits.max_blob,
             });
         }
-        let hash = hasher
-            .await
-            .map_err(|e| StoreError::from_join("chunk hashing", e))?;
+        // The part is written while the hasher finishes: only a committed
+        // record makes it count, so a part written for a chunk whose hashing
+        // then failed is harmless (the next try at this offset replaces it).
         let part = PartData {
             index: record.parts.len(),
             offset,
             bytes: chunks,
         };
-        let part_id = self
-            .backend
-            .put_part(&layout::session_part(id), &record.parts_id, part)
-            .await?;
-        Ok((part_id, hash, received))
+        let key = layout::session_part(id);
+        let (hash, part_id) =
+            tokio::join!(hasher, self.backend.put_part(&key, &record.parts_id, part));
+        let hash = hash.map_err(|e| StoreError::from_join("chunk hashing", e))?;
+        Ok((part_id?, hash, received))
     }
 
     /// Finishes session `id` as blob `expected`: published if the bytes

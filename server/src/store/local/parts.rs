@@ -4,7 +4,9 @@
 //! Parts are not synced one by one (a sync per chunk made a session three
 //! quarters slower than a plain PUT: the disk write could no longer overlap
 //! the next chunk's transfer); the file is synced once, at completion,
-//! before it is published. What the session record calls committed is
+//! before it is published. Each part's disk write is started as soon as
+//! it is in the page cache (as a PUT's are, [`ferry_io::writeback`]), so
+//! that sync finds little left to write rather than the whole file. What the session record calls committed is
 //! therefore in the page cache, which a killed process does not lose but a
 //! power loss does. So a process that goes on from bytes it did not write
 //! itself (a restarted server, another one on the same directory) first
@@ -19,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use ferry_core::Midstate;
+use ferry_io::writeback::Writeback;
 
 use super::super::StoreError;
 use super::super::backend::{PartData, PutOutcome};
@@ -92,6 +95,7 @@ pub(super) async fn put(
             file.write_all_at(bytes, at)?;
             at += bytes.len() as u64;
         }
+        Writeback::with_step(part.offset, 1).wrote(&file, at - part.offset);
         Ok(())
     })
     .await?;
