@@ -13,7 +13,9 @@
 
 use std::time::Duration;
 
+use ferry_tests::azurite::{self, Azurite};
 use ferry_tests::cluster::Cluster;
+use ferry_tests::gcs::FakeGcs;
 use ferry_tests::java::java_jar;
 use ferry_tests::moto::Moto;
 use ferry_tests::spark_image::{self, SparkHome};
@@ -190,6 +192,128 @@ fn s3a_settings_and_secret_refs_reach_ferry_init_in_the_pod_and_no_secret_is_wri
             "the pod's logs show {secret}:\n{log}"
         );
     }
+}
+
+/// Azure and GCS the way Spark users reach them: an `abfss://` jar with
+/// the account key as an inline `spark.hadoop.fs.azure.account.key.*`
+/// conf (Azurite, reached through the emulator variables given as
+/// `spark.kubernetes.driverEnv.*`), and a `gs://` jar with
+/// `google.cloud.auth.service.account.json.keyfile` naming a key file in
+/// a Secret mounted with `spark.kubernetes.driver.secrets.*`
+/// (fake-gcs-server; the key file is object_store's format pointing at the
+/// emulator with OAuth off, since no token service runs here). The driver
+/// pod from the template fetches both with nothing else; the account key
+/// is in no template, log or dry run.
+#[test]
+fn azure_key_and_gcs_key_file_settings_reach_ferry_init_in_the_pod() {
+    let Some(azurite) = Azurite::start() else {
+        return;
+    };
+    let Some(gcs) = FakeGcs::start(&[("gdeps", "lib/g.jar", b"jar g from fake-gcs")]) else {
+        return;
+    };
+    let Some(cluster) = Cluster::start(&["ferry-init"]) else {
+        return;
+    };
+    azurite.create_container("adeps");
+    let jar = cluster.path("az.jar");
+    std::fs::write(&jar, b"jar az from azurite").unwrap();
+    azurite.put_blob("adeps", "lib/az.jar", &jar);
+    cluster.kube.client().create(
+        NAMESPACE,
+        "secrets",
+        &json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "gcp-key", "namespace": NAMESPACE},
+            "stringData": {"key.json": std::fs::read_to_string(&gcs.service_account).unwrap()},
+        }),
+    );
+    std::fs::write(cluster.path("app.jar"), b"app").unwrap();
+    let (script, _record) = recording_spark_submit(cluster.work.path());
+    let host = format!("{}.dfs.core.windows.net", azurite::ACCOUNT);
+    let mut spark_submit = vec![
+        script,
+        "--master".into(),
+        format!("k8s://{}", cluster.kube.url),
+        "--deploy-mode".into(),
+        "cluster".into(),
+        "--jars".into(),
+        format!("abfss://adeps@{host}/lib/az.jar,gs://gdeps/lib/g.jar"),
+    ];
+    for setting in [
+        format!("spark.hadoop.fs.azure.account.key.{host}={}", azurite::KEY),
+        "spark.kubernetes.driverEnv.AZURE_STORAGE_USE_EMULATOR=true".into(),
+        format!(
+            "spark.kubernetes.driverEnv.AZURITE_BLOB_STORAGE_URL={}",
+            azurite.endpoint
+        ),
+        "spark.kubernetes.driver.secrets.gcp-key=/mnt/gcp".into(),
+        "spark.hadoop.google.cloud.auth.service.account.json.keyfile=/mnt/gcp/key.json".into(),
+    ] {
+        spark_submit.extend(["--conf".to_owned(), setting]);
+    }
+    spark_submit.push("app.jar".into());
+    let templates = cluster.path("templates");
+    let templates_arg = templates.display().to_string();
+    let submit = |extra: &[&str]| {
+        let mut options = vec![
+            "--namespace",
+            NAMESPACE,
+            "--pod-server",
+            &cluster.server.url,
+            "--template-dir",
+            &templates_arg,
+        ];
+        options.extend_from_slice(extra);
+        cluster
+            .ferry_submit(&options, &spark_submit, None)
+            .output()
+            .unwrap()
+    };
+    let dry = submit(&["--dry-run", "--output", "json"]);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let run = submit(&[]);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "ferry submit: {stderr}");
+    assert!(!stderr.contains("ferry: leaving "), "{stderr}");
+
+    let driver_yaml = std::fs::read_to_string(templates.join("driver-pod-template.yaml")).unwrap();
+    for (what, text) in [
+        (
+            "the dry run",
+            String::from_utf8_lossy(&dry.stdout).into_owned(),
+        ),
+        (
+            "the dry run's log",
+            String::from_utf8_lossy(&dry.stderr).into_owned(),
+        ),
+        ("ferry's log", stderr.clone()),
+        ("the driver template", driver_yaml.clone()),
+    ] {
+        assert!(
+            !text.contains(azurite::KEY),
+            "{what} shows the account key:\n{text}"
+        );
+    }
+    let mut pod: Pod = serde_yaml::from_str(&driver_yaml).unwrap();
+    pod.metadata.name = Some("driver".into());
+    let outcome = run_listing_jars(&cluster, pod);
+    assert!(outcome.succeeded(), "{}", outcome.describe());
+    let names: Vec<&str> = outcome.containers[0].log.split_whitespace().collect();
+    assert!(
+        names.contains(&"az.jar") && names.contains(&"g.jar"),
+        "{}",
+        outcome.describe()
+    );
+    assert!(
+        !outcome.describe().contains(azurite::KEY),
+        "{}",
+        outcome.describe()
+    );
 }
 
 /// `ferry apply` carries the same from a SparkApplication: its

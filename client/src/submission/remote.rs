@@ -384,7 +384,8 @@ fn env_var(reference: &EnvRef, ferry_secret: &str) -> EnvVar {
 /// ferry-init's own `FERRY_*` settings are never taken from the user's pod
 /// settings.
 fn is_store_variable(name: &str) -> bool {
-    ["AWS_", "GOOGLE_", "AZURE_", "HADOOP_"]
+    // AZURITE_*: the emulator's endpoints, which object_store reads.
+    ["AWS_", "GOOGLE_", "AZURE_", "AZURITE_", "HADOOP_"]
         .iter()
         .any(|p| name.starts_with(p))
         || name == "SERVICE_ACCOUNT"
