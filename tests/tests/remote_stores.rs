@@ -106,22 +106,8 @@ fn s3a_settings_and_secret_refs_reach_ferry_init_in_the_pod_and_no_secret_is_wri
     }
     spark_submit.push("app.jar".into());
     let templates = cluster.path("templates");
-    let templates_arg = templates.display().to_string();
-    let submit = |extra: &[&str]| {
-        let mut options = vec![
-            "--namespace",
-            NAMESPACE,
-            "--pod-server",
-            &cluster.server.url,
-            "--template-dir",
-            &templates_arg,
-        ];
-        options.extend_from_slice(extra);
-        cluster
-            .ferry_submit(&options, &spark_submit, None)
-            .output()
-            .unwrap()
-    };
+    let submit =
+        |extra: &[&str]| submit_writing_templates(&cluster, &spark_submit, &templates, extra);
 
     // The dry run shows the carried key redacted, in the Secret and the command.
     let dry = submit(&["--dry-run", "--output", "json"]);
@@ -254,22 +240,8 @@ fn azure_key_and_gcs_key_file_settings_reach_ferry_init_in_the_pod() {
     }
     spark_submit.push("app.jar".into());
     let templates = cluster.path("templates");
-    let templates_arg = templates.display().to_string();
-    let submit = |extra: &[&str]| {
-        let mut options = vec![
-            "--namespace",
-            NAMESPACE,
-            "--pod-server",
-            &cluster.server.url,
-            "--template-dir",
-            &templates_arg,
-        ];
-        options.extend_from_slice(extra);
-        cluster
-            .ferry_submit(&options, &spark_submit, None)
-            .output()
-            .unwrap()
-    };
+    let submit =
+        |extra: &[&str]| submit_writing_templates(&cluster, &spark_submit, &templates, extra);
     let dry = submit(&["--dry-run", "--output", "json"]);
     assert!(
         dry.status.success(),
@@ -438,6 +410,30 @@ spec:
     let names: Vec<&str> = outcome.containers[0].log.split_whitespace().collect();
     assert_eq!(names, ["a.jar"], "{}", outcome.describe());
     assert!(!outcome.describe().contains(SECRET_A));
+}
+
+/// `ferry submit` (with `extra` options) of `spark_submit` in
+/// `NAMESPACE`, writing its pod templates into `templates`.
+fn submit_writing_templates(
+    cluster: &Cluster,
+    spark_submit: &[String],
+    templates: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let templates = templates.display().to_string();
+    let mut options = vec![
+        "--namespace",
+        NAMESPACE,
+        "--pod-server",
+        &cluster.server.url,
+        "--template-dir",
+        &templates,
+    ];
+    options.extend_from_slice(extra);
+    cluster
+        .ferry_submit(&options, spark_submit, None)
+        .output()
+        .unwrap()
 }
 
 /// Runs the driver `pod` (from a template) with the kubelet stand-in, its
