@@ -45,12 +45,7 @@ impl Writeback {
         self.written += n;
         let pending = self.written - self.started;
         if pending >= self.step {
-            let _ = rustix::fs::fadvise(
-                file,
-                self.started,
-                NonZeroU64::new(pending),
-                rustix::fs::Advice::DontNeed,
-            );
+            start(file, self.started, pending);
             self.started = self.written;
         }
     }
@@ -59,6 +54,18 @@ impl Writeback {
     pub fn started(&self) -> u64 {
         self.started
     }
+}
+
+/// Starts the writeback of `len` bytes of `file` from `offset` (to its
+/// end when `len` is 0) without waiting for it. Pages being written stay
+/// cached; only clean ones are dropped.
+pub fn start(file: &std::fs::File, offset: u64, len: u64) {
+    let _ = rustix::fs::fadvise(
+        file,
+        offset,
+        NonZeroU64::new(len),
+        rustix::fs::Advice::DontNeed,
+    );
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! ferry-init unpacking an environment-like archive (Spark `--archives`,
-//! `"unpack": true`) from a local file, against `tar xzf` of the same file
-//! in the same run.
+//! `"unpack": true`) from a local file, and placing the same tree from a
+//! warm node cache (hard links on the same file system), each against
+//! `tar xzf` of the same file in the same run.
 //!
 //! The archive is generated once: ~10,000 files of mixed sizes (most small,
 //! a few large, like a conda environment's `.py` files and `.so`s) in
@@ -12,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, ensure};
+use ferry_core::Digest;
 
 use crate::Bench;
 use crate::measure::timed;
@@ -93,46 +95,93 @@ fn check(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// ferry-init unpacking the archive into `dest/env`.
-fn ferry_init(archive: &Path, dest: &Path) -> anyhow::Result<Command> {
+/// A node cache for ferry-init: its directory and the archive's digest,
+/// which the plan pins (cached trees are keyed by it).
+struct NodeCache<'a> {
+    dir: &'a Path,
+    digest: &'a Digest,
+}
+
+/// ferry-init unpacking the archive into `dest/env`, through `cache` when
+/// given.
+fn ferry_init(archive: &Path, dest: &Path, cache: Option<&NodeCache>) -> anyhow::Result<Command> {
+    let mut uri = format!("file://{}", archive.display());
+    if let Some(cache) = cache {
+        uri = format!("{uri}#sha256={}", cache.digest.hex());
+    }
     let plan = serde_json::json!({
         "version": 1,
         "items": [{
-            "uri": format!("file://{}", archive.display()),
+            "uri": uri,
             "dest": dest.display().to_string(),
             "name": "env",
             "unpack": true,
         }],
     });
     let mut command = Command::new(release_bin("ferry-init")?);
-    command
-        .arg("--quiet")
-        .arg("--plan-json")
-        .arg(plan.to_string());
+    command.arg("--quiet");
+    if let Some(cache) = cache {
+        command.arg("--cache-dir").arg(cache.dir);
+    }
+    command.arg("--plan-json").arg(plan.to_string());
     Ok(command)
 }
 
-/// Unpack from a local file: ferry-init vs `tar xzf`.
+/// One timed ferry-init run into the fresh scratch directory `name`,
+/// checked; seconds.
+fn ferry_side(
+    bench: &Bench,
+    archive: &Path,
+    name: &str,
+    cache: Option<&NodeCache>,
+) -> anyhow::Result<f64> {
+    let dest = bench.fresh_dir(name)?;
+    let run = timed(&ferry_init(archive, &dest, cache)?, &bench.log(name))?;
+    check(&dest.join("env"))?;
+    Ok(run.wall.as_secs_f64())
+}
+
+/// One timed `tar xzf` of the archive, checked; seconds.
+fn tar_side(bench: &Bench, archive: &Path) -> anyhow::Result<f64> {
+    let dest = bench.fresh_dir("unpack-tar")?;
+    let mut tar = Command::new("tar");
+    tar.arg("xzf").arg(archive).arg("-C").arg(&dest);
+    let run = timed(&tar, &bench.log("unpack-tar"))?;
+    check(&dest)?;
+    Ok(run.wall.as_secs_f64())
+}
+
+/// Unpack from a local file, then from a warm node cache: ferry-init vs
+/// `tar xzf`.
 pub fn run(bench: &Bench) -> anyhow::Result<Vec<Row>> {
     let archive = environment_archive(bench)?;
     let (ferry, reference) = bench.side_by_side(
         "unpack env",
-        || {
-            let dest = bench.fresh_dir("unpack-ferry")?;
-            let run = timed(&ferry_init(&archive, &dest)?, &bench.log("unpack-ferry"))?;
-            check(&dest.join("env"))?;
-            Ok(run.wall.as_secs_f64())
-        },
-        || {
-            let dest = bench.fresh_dir("unpack-tar")?;
-            let mut tar = Command::new("tar");
-            tar.arg("xzf").arg(&archive).arg("-C").arg(&dest);
-            let run = timed(&tar, &bench.log("unpack-tar"))?;
-            check(&dest)?;
-            Ok(run.wall.as_secs_f64())
-        },
+        || ferry_side(bench, &archive, "unpack-ferry", None),
+        || tar_side(bench, &archive),
     )?;
-    for dir in ["unpack-ferry", "unpack-tar"] {
+
+    // The cache is warmed by one untimed run; every timed run then only
+    // checks the sealed tree and links it into a fresh directory.
+    let digest = Digest::of(&std::fs::read(&archive).context("read the archive")?);
+    let cache_dir = bench.fresh_dir("unpack-cache")?;
+    let cache = NodeCache {
+        dir: &cache_dir,
+        digest: &digest,
+    };
+    ferry_side(bench, &archive, "unpack-warm", Some(&cache))?;
+    let (cached, cached_reference) = bench.side_by_side(
+        "unpack env from a warm node cache",
+        || ferry_side(bench, &archive, "unpack-cached", Some(&cache)),
+        || tar_side(bench, &archive),
+    )?;
+    for dir in [
+        "unpack-ferry",
+        "unpack-tar",
+        "unpack-warm",
+        "unpack-cached",
+        "unpack-cache",
+    ] {
         crate::remove(&bench.scratch.join(dir))?;
     }
     Ok(vec![
@@ -146,5 +195,15 @@ pub fn run(bench: &Bench) -> anyhow::Result<Vec<Row>> {
             Some(Target::ratio_at_most(1.2)),
         )
         .note("ferry-init syncs the tree (syncfs) before its rename, tar does not"),
+        Row::compare(
+            "unpack-cached",
+            "place the same environment from a warm node cache (hard links, same file system)",
+            "tar xzf of the same file",
+            "s",
+            cached,
+            cached_reference,
+            Some(Target::ratio_at_most(0.1)),
+        )
+        .note("ferry-init checks the cached tree against its seal, then links it"),
     ])
 }

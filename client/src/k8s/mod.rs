@@ -39,7 +39,7 @@ const INIT_USER: &str = "65532:65532";
 const MESSAGE_POLICY: &str = "FallbackToLogsOnError";
 /// The Apache Spark images' working directory (their `WORKDIR`), where
 /// Spark looks up `./<alias>` of an archive; a main container's own
-/// `workingDir` in the user's template wins.
+/// `workingDir` in the user's template wins, and `--work-dir` over both.
 pub const SPARK_WORK_DIR: &str = "/opt/spark/work-dir";
 /// Group of the `spark` user in the Apache Spark images.
 const SPARK_FS_GROUP: i64 = 185;
@@ -54,6 +54,10 @@ pub struct InitSpec {
     pub secret_name: Option<String>,
     /// hostPath for the node-local cache, if any.
     pub node_cache: Option<String>,
+    /// The main container's working directory, where archives are
+    /// mounted, when a flag chose it: it then replaces the template's
+    /// `workingDir`. `None`: the template's, else [`SPARK_WORK_DIR`].
+    pub work_dir: Option<String>,
     /// Mount path of the dependency volume in every container.
     pub deps_dir: String,
     /// What ferry-init fetches and where it lands.
@@ -201,7 +205,8 @@ fn add_volumes(spec: &mut PodSpec, init: &InitSpec) {
 /// Mounts the dependency volume read-only on the container named
 /// `container_name`, else the first, else a new one with that name, and
 /// each unpacked archive's directory at `<working dir>/<name>`, where
-/// Spark's `./<alias>` finds it.
+/// Spark's `./<alias>` finds it. A chosen [`InitSpec::work_dir`] becomes
+/// the container's `workingDir`, so `./` is where the mounts are.
 fn mount_deps(containers: &mut Vec<Container>, container_name: &str, init: &InitSpec) {
     let deps_dir = &init.deps_dir;
     let index = containers
@@ -222,6 +227,9 @@ fn mount_deps(containers: &mut Vec<Container>, container_name: &str, init: &Init
         read_only: Some(true),
         ..Default::default()
     });
+    if let Some(dir) = &init.work_dir {
+        containers[index].working_dir = Some(dir.clone());
+    }
     let work_dir = containers[index]
         .working_dir
         .clone()
@@ -326,6 +334,7 @@ mod tests {
             server: "http://ferry:7070".into(),
             secret_name: Some("ferry-id-x".into()),
             node_cache: Some("/var/cache/ferry".into()),
+            work_dir: None,
             deps_dir: DEPS_DIR.into(),
             plan: FetchPlan::new(vec![ferry_core::plan::PlanItem::bundle(
                 &bundle,
@@ -375,6 +384,50 @@ mod tests {
         assert_eq!(
             volumes,
             ["data", "ferry-deps", "ferry-token", "ferry-cache"]
+        );
+    }
+
+    #[test]
+    fn archives_are_mounted_in_the_flags_work_dir_then_the_templates_then_sparks() {
+        let archive_mounts = |template: &str, work_dir: Option<&str>| {
+            let init = InitSpec {
+                archive_dirs: vec!["environment".into()],
+                work_dir: work_dir.map(str::to_owned),
+                ..init()
+            };
+            let base: Option<Pod> = (!template.is_empty()).then(|| {
+                serde_yaml::from_str(&format!("spec:\n  containers:\n  - name: main\n{template}"))
+                    .unwrap()
+            });
+            let pod = merge_template(base, &init, "main");
+            let main = pod.spec.unwrap().containers.remove(0);
+            let mounts: Vec<(String, Option<String>)> = main
+                .volume_mounts
+                .unwrap()
+                .into_iter()
+                .filter(|m| m.sub_path.is_some())
+                .map(|m| (m.mount_path, m.sub_path))
+                .collect();
+            (main.working_dir, mounts)
+        };
+        let at = |dir: &str| {
+            vec![(
+                format!("{dir}/environment"),
+                Some("archives/environment".to_owned()),
+            )]
+        };
+        assert_eq!(archive_mounts("", None), (None, at(SPARK_WORK_DIR)));
+        let own = "    workingDir: /app\n";
+        assert_eq!(archive_mounts(own, None), (Some("/app".into()), at("/app")));
+        // The flag wins, and is where the container starts, so that
+        // `./environment` is the mount.
+        assert_eq!(
+            archive_mounts(own, Some("/job")),
+            (Some("/job".into()), at("/job"))
+        );
+        assert_eq!(
+            archive_mounts("", Some("/job")),
+            (Some("/job".into()), at("/job"))
         );
     }
 

@@ -237,6 +237,7 @@ mod tests {
         image: "ferry-init:test".into(),
         server: "http://ferry:7070".into(),
         node_cache: None,
+        work_dir: None,
     };
 
     fn plan(dir: &std::path::Path, inject: Inject, extra: &str) -> AppPlan {

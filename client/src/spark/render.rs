@@ -294,6 +294,7 @@ mod tests {
             image: "ferry-init:test".into(),
             server: "http://ferry.ferry-system.svc:7070".into(),
             node_cache: None,
+            work_dir: None,
         }
     }
 

@@ -1043,6 +1043,7 @@ mod tests {
             server: "http://ferry:7070".into(),
             secret_name: Some("ferry-id-x".into()),
             node_cache: None,
+            work_dir: None,
             deps_dir: crate::k8s::DEPS_DIR.into(),
             plan: FetchPlan::new(Vec::new()),
             archive_dirs: Vec::new(),

@@ -19,6 +19,9 @@ pub struct PodOptions {
     pub server: String,
     /// hostPath of a node-local cache shared by ferry-init containers.
     pub node_cache: Option<String>,
+    /// `--work-dir`: the main container's working directory, where
+    /// archives are mounted (see [`InitSpec::work_dir`]).
+    pub work_dir: Option<String>,
 }
 
 /// The Secret and the init container of one staged submission.
@@ -93,6 +96,7 @@ fn init_spec(
         server: options.server.clone(),
         secret_name,
         node_cache: options.node_cache.clone(),
+        work_dir: options.work_dir.clone(),
         deps_dir: submission.deliveries.deps_dir().to_string(),
         plan,
         archive_dirs: submission
@@ -130,6 +134,7 @@ mod tests {
                 image: "ferry-init:test".into(),
                 server: "http://ferry:7070".into(),
                 node_cache: None,
+                work_dir: None,
             },
         );
         assert_eq!(

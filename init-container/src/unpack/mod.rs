@@ -30,7 +30,7 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::mpsc;
 
 use ferry_core::archive::{self, ArchiveKind, ArchiveNameError};
 use ferry_core::{Digest, EntryPath};
@@ -371,38 +371,138 @@ fn metered(error: UnpackError, entry: &EntryPath, limits: &Limits) -> UnpackErro
 /// Counts the bytes read from the compressed file.
 struct Counting<R> {
     inner: R,
-    count: Rc<Cell<u64>>,
+    count: u64,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count.set(self.count.get() + n as u64);
+        self.count += n as u64;
         Ok(n)
     }
 }
 
+/// Inflated bytes handed from the inflating thread to the writing one at a
+/// time, and how many such chunks may wait (what inflating runs ahead of
+/// the meter, so a bomb is still stopped within a few MiB).
+const INFLATED_CHUNK: usize = 256 << 10;
+const INFLATED_QUEUE: usize = 4;
+
+/// A chunk of inflated bytes, with the compressed bytes consumed to make
+/// everything up to its end.
+type Inflated = std::io::Result<(Vec<u8>, u64)>;
+
+/// Inflates a gzip stream (members one after another, as `gzip -d`
+/// does) into `to` until its end, an error, or the reader is gone.
+fn inflate(file: &mut File, to: mpsc::SyncSender<Inflated>) {
+    let mut decoder = flate2::read::MultiGzDecoder::new(Counting {
+        inner: BufReader::with_capacity(64 << 10, file),
+        count: 0,
+    });
+    loop {
+        let mut chunk = vec![0; INFLATED_CHUNK];
+        let mut filled = 0;
+        let result = loop {
+            match decoder.read(&mut chunk[filled..]) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    filled += n;
+                    if filled == chunk.len() {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if filled > 0 {
+            chunk.truncate(filled);
+            if to.send(Ok((chunk, decoder.get_ref().count))).is_err() {
+                return;
+            }
+        }
+        match result {
+            Ok(()) if filled == INFLATED_CHUNK => {}
+            Ok(()) => return,
+            Err(e) => {
+                let _ = to.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+/// The reading end of [`inflate`]: the inflated stream, and in
+/// `compressed` the compressed bytes behind what was handed out so far.
+struct InflatedReader<'a> {
+    from: mpsc::Receiver<Inflated>,
+    chunk: Vec<u8>,
+    at: usize,
+    compressed: &'a Cell<u64>,
+}
+
+impl Read for InflatedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.chunk.len() {
+            match self.from.recv() {
+                Ok(Ok((chunk, compressed))) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                    self.compressed.set(compressed);
+                }
+                Ok(Err(e)) => return Err(e),
+                // The stream ended.
+                Err(mpsc::RecvError) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Unpacks a tar or tar.gz. A gzip stream is inflated on a thread of its
+/// own while this one creates the entries, as `tar xzf` runs `gzip -d`
+/// beside it.
 fn untar(
     file: &mut File,
     kind: ArchiveKind,
     tree: &mut Tree,
     limits: &Limits,
 ) -> Result<Unpacked, UnpackError> {
-    let count = Rc::new(Cell::new(0));
-    let counting = Counting {
-        inner: BufReader::with_capacity(64 << 10, file),
-        count: count.clone(),
-    };
-    let compressed = || count.get();
-    let unlimited = || u64::MAX / 2;
-    let (reader, ratio): (Box<dyn Read + '_>, &dyn Fn() -> u64) = match kind {
-        ArchiveKind::TarGz => (
-            Box::new(flate2::read::MultiGzDecoder::new(counting)),
-            &compressed,
-        ),
+    if kind != ArchiveKind::TarGz {
         // A plain tar holds its bytes as they are: nothing to bound.
-        _ => (Box::new(counting), &unlimited),
-    };
+        let reader = BufReader::with_capacity(64 << 10, file);
+        return untar_from(reader, &|| u64::MAX / 2, kind, tree, limits);
+    }
+    let compressed = Cell::new(0);
+    std::thread::scope(|scope| {
+        let (to, from) = mpsc::sync_channel(INFLATED_QUEUE);
+        std::thread::Builder::new()
+            .name("ferry-inflate".into())
+            .spawn_scoped(scope, move || inflate(file, to))
+            .map_err(|e| UnpackError::io("starting the inflating thread", e))?;
+        let reader = InflatedReader {
+            from,
+            chunk: Vec::new(),
+            at: 0,
+            compressed: &compressed,
+        };
+        // Returning drops the reader, which stops the thread.
+        untar_from(reader, &|| compressed.get(), kind, tree, limits)
+    })
+}
+
+/// Creates the entries of the tar stream `reader`; `ratio` gives the
+/// compressed bytes behind what was read, for the ratio bound.
+fn untar_from(
+    reader: impl Read,
+    ratio: &dyn Fn() -> u64,
+    kind: ArchiveKind,
+    tree: &mut Tree,
+    limits: &Limits,
+) -> Result<Unpacked, UnpackError> {
     let mut archive = tar::Archive::new(reader);
     let corrupt = |e: std::io::Error| UnpackError::Corrupt {
         kind,

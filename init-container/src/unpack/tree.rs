@@ -10,12 +10,15 @@
 //! without `AT_SYMLINK_FOLLOW`, only to regular files already in the tree.
 //! A directory is never replaced by anything else, so the one cached parent
 //! fd stays valid. Directories are not fsynced one by one: the caller
-//! `syncfs`es the tree once before publishing it.
+//! `syncfs`es the tree once before publishing it; each file's disk writes
+//! are started as soon as it is written ([`ferry_io::writeback`]), so that
+//! syncfs finds little left to write instead of the whole tree.
 
 use std::ffi::CStr;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use ferry_core::EntryPath;
 use ferry_io::durable::errno_io;
@@ -34,7 +37,7 @@ pub struct Tree {
     root: PathBuf,
     fd: OwnedFd,
     /// The parent directory of the last entry, reused for its siblings.
-    last_parent: Option<(String, OwnedFd)>,
+    last_parent: Option<(String, Rc<OwnedFd>)>,
     /// Directories and the modes the archive gave them, applied at the end
     /// (a read-only directory would refuse its own entries).
     dir_modes: Vec<(EntryPath, u32)>,
@@ -61,7 +64,7 @@ impl Tree {
     }
 
     /// The directory holding `path`, created as needed, never through a link.
-    fn parent(&mut self, path: &EntryPath) -> Result<OwnedFd, UnpackError> {
+    fn parent(&mut self, path: &EntryPath) -> Result<Rc<OwnedFd>, UnpackError> {
         let parent = match path.as_str().rsplit_once('/') {
             Some((parent, _)) => parent.to_owned(),
             None => String::new(),
@@ -69,7 +72,7 @@ impl Tree {
         if let Some((cached, fd)) = &self.last_parent
             && *cached == parent
         {
-            return fd.try_clone().map_err(|e| self.io(path, "opening", e));
+            return Ok(fd.clone());
         }
         let mut current = self
             .fd
@@ -88,10 +91,8 @@ impl Tree {
                 })?;
             }
         }
-        let copy = current
-            .try_clone()
-            .map_err(|e| self.io(path, "opening", e))?;
-        self.last_parent = Some((parent, copy));
+        let current = Rc::new(current);
+        self.last_parent = Some((parent, current.clone()));
         Ok(current)
     }
 
@@ -99,6 +100,25 @@ impl Tree {
         UnpackError::Io {
             context: format!("{what} {}", self.shown(path)),
             source,
+        }
+    }
+
+    /// Creates a new non-directory entry at `path` in `dir` with `create`;
+    /// when a file or link an earlier entry left is there (`EEXIST`), it is
+    /// cleared ([`Self::clear`]) and `create` runs once more. Returns
+    /// `create`'s own result.
+    fn create<T>(
+        &self,
+        dir: &OwnedFd,
+        path: &EntryPath,
+        mut create: impl FnMut() -> Result<T, Errno>,
+    ) -> Result<Result<T, Errno>, UnpackError> {
+        match create() {
+            Err(Errno::EXIST) => {
+                self.clear(dir, path)?;
+                Ok(create())
+            }
+            other => Ok(other),
         }
     }
 
@@ -140,14 +160,20 @@ impl Tree {
         limit: u64,
     ) -> Result<u64, UnpackError> {
         let parent = self.parent(path)?;
-        self.clear(&parent, path)?;
-        let fd = rustix::fs::openat(
-            &parent,
-            path.file_name(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| self.io(path, "creating", errno_io(e)))?;
+        let fd = self
+            .create(&parent, path, || {
+                rustix::fs::openat(
+                    &*parent,
+                    path.file_name(),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+            })?
+            .map_err(|e| self.io(path, "creating", errno_io(e)))?;
         let mut file = std::fs::File::from(fd);
         let mut bounded = body.take(limit.saturating_add(1));
         let written =
@@ -158,6 +184,7 @@ impl Tree {
                 limit,
             });
         }
+        ferry_io::writeback::start(&file, 0, written);
         rustix::fs::fchmod(&file, Mode::from_raw_mode(pod_readable(mode)))
             .map_err(|e| self.io(path, "setting the mode of", errno_io(e)))?;
         if let Some(seconds) = mtime {
@@ -179,9 +206,10 @@ impl Tree {
     /// A symlink, kept as written: it is never followed here.
     pub fn symlink(&mut self, path: &EntryPath, target: &str) -> Result<(), UnpackError> {
         let parent = self.parent(path)?;
-        self.clear(&parent, path)?;
-        rustix::fs::symlinkat(target, &parent, path.file_name())
-            .map_err(|e| self.io(path, "creating the link", errno_io(e)))
+        self.create(&parent, path, || {
+            rustix::fs::symlinkat(target, &*parent, path.file_name())
+        })?
+        .map_err(|e| self.io(path, "creating the link", errno_io(e)))
     }
 
     /// A hard link to `target`, a regular file an earlier entry created.
@@ -192,7 +220,7 @@ impl Tree {
         };
         let target_parent = self.parent(target)?;
         match rustix::fs::statat(
-            &target_parent,
+            &*target_parent,
             target.file_name(),
             AtFlags::SYMLINK_NOFOLLOW,
         ) {
@@ -202,14 +230,15 @@ impl Tree {
             Err(e) => return Err(self.io(target, "reading", errno_io(e))),
         }
         let parent = self.parent(path)?;
-        self.clear(&parent, path)?;
-        rustix::fs::linkat(
-            &target_parent,
-            target.file_name(),
-            &parent,
-            path.file_name(),
-            AtFlags::empty(),
-        )
+        self.create(&parent, path, || {
+            rustix::fs::linkat(
+                &*target_parent,
+                target.file_name(),
+                &*parent,
+                path.file_name(),
+                AtFlags::empty(),
+            )
+        })?
         .map_err(|e| self.io(path, "linking", errno_io(e)))
     }
 
@@ -221,7 +250,7 @@ impl Tree {
         modes.sort_by_key(|(path, _)| std::cmp::Reverse(path.segments().count()));
         for (path, mode) in modes {
             let parent = self.parent(&path)?;
-            let dir = rustix::fs::openat(&parent, path.file_name(), DIR_FLAGS, Mode::empty())
+            let dir = rustix::fs::openat(&*parent, path.file_name(), DIR_FLAGS, Mode::empty())
                 .map_err(|e| self.io(&path, "opening", errno_io(e)))?;
             rustix::fs::fchmod(&dir, Mode::from_raw_mode(pod_readable(mode) | 0o700))
                 .map_err(|e| self.io(&path, "setting the mode of", errno_io(e)))?;
