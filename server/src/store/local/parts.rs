@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use ferry_core::Midstate;
-use ferry_io::writeback::Writeback;
+use ferry_io::writeback;
 
 use super::super::StoreError;
 use super::super::backend::{PartData, PutOutcome};
@@ -95,7 +95,7 @@ pub(super) async fn put(
             file.write_all_at(bytes, at)?;
             at += bytes.len() as u64;
         }
-        Writeback::with_step(part.offset, 1).wrote(&file, at - part.offset);
+        writeback::start(&file, part.offset, at - part.offset);
         Ok(())
     })
     .await?;
