@@ -99,7 +99,7 @@ pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client, HttpError> 
         }
         None => Vec::new(),
     };
-    builder = if !system_lacks_roots() {
+    builder = if system_has_roots() {
         builder.tls_certs_merge(extra)
     } else {
         let bundled = bundled_roots().map_err(HttpError::Build)?;
@@ -144,7 +144,7 @@ const STORE_CLIENT_KEYS: &[&str] = &[
 fn store_client_options(
     current: impl Fn(ClientConfigKey) -> Option<String>,
 ) -> Option<ClientOptions> {
-    if !system_lacks_roots() {
+    if system_has_roots() {
         return None;
     }
     let mut options = ClientOptions::new();
@@ -168,10 +168,11 @@ fn store_client_options(
     Some(options.with_no_system_certificates(true))
 }
 
-/// The system CA store is empty (probed once per process).
-fn system_lacks_roots() -> bool {
-    static LACKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *LACKS.get_or_init(|| !system_has_roots())
+/// Whether the system CA store holds any certificate (probed once per
+/// process).
+fn system_has_roots() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(probe_system_roots)
 }
 
 /// An `object_store` builder that works without a system CA store: where
@@ -218,7 +219,7 @@ fn bundled_roots() -> reqwest::Result<Vec<reqwest::Certificate>> {
 /// Whether the system CA store that reqwest's verifier reads holds any
 /// certificate (the same call and the same test it makes).
 #[cfg(all(unix, not(target_os = "android"), not(target_vendor = "apple")))]
-fn system_has_roots() -> bool {
+fn probe_system_roots() -> bool {
     let found = rustls_native_certs::load_native_certs();
     for error in &found.errors {
         tracing::debug!(%error, "reading the system CA store");
@@ -230,7 +231,7 @@ fn system_has_roots() -> bool {
 
 /// Elsewhere the verifier asks the operating system, which always answers.
 #[cfg(not(all(unix, not(target_os = "android"), not(target_vendor = "apple"))))]
-fn system_has_roots() -> bool {
+fn probe_system_roots() -> bool {
     true
 }
 

@@ -6,12 +6,13 @@
 //! the next chunk's transfer); the file is synced once, at completion,
 //! before it is published. Each part's disk write is started as soon as
 //! it is in the page cache (as a PUT's are, [`ferry_io::writeback`]), so
-//! that sync finds little left to write rather than the whole file. What the session record calls committed is
-//! therefore in the page cache, which a killed process does not lose but a
-//! power loss does. So a process that goes on from bytes it did not write
-//! itself (a restarted server, another one on the same directory) first
-//! re-hashes them against the record's midstate ([`intact`]); the process
-//! that wrote them knows them ([`Known`]) and skips that.
+//! that sync finds little left to write rather than the whole file. What
+//! the session record calls committed is therefore in the page cache,
+//! which a killed process does not lose but a power loss does. So a
+//! process that goes on from bytes it did not write itself (a restarted
+//! server, another one on the same directory) first re-hashes them against
+//! the record's midstate ([`intact`]); the process that wrote them knows
+//! them ([`Known`]) and skips that.
 
 use std::collections::HashSet;
 use std::fs::File;
