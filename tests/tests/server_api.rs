@@ -636,7 +636,18 @@ fn body_cut_short_leaves_no_blob() {
         &data[..100_000],
     );
     drop(stream);
-    // Give the server a moment to notice the disconnect and clean up.
+    // The server may not even have opened its temporary file yet: wait
+    // (bounded) until it has counted the refusal, then look for leftovers.
+    let refused = "ferry_uploads_rejected_total{reason=\"body_broken\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.metrics().contains(refused) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        server.metrics().contains(refused),
+        "the cut-short upload was not counted as refused:\n{}",
+        server.metrics()
+    );
     assert_no_uploads_left(&server);
     assert_eq!(api.missing(&[digest]), vec![digest]);
     assert!(files_under(&Path::new(&server.data).join("blobs")).is_empty());
