@@ -5,10 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytes::Bytes;
 use ferry_core::Digest;
 use ferry_core::api::{
-    CreateBundleRequest, CreateBundleResponse, ErrorBody, ErrorCode, ListBundlesResponse,
-    MAX_MISSING_QUERY, Manifest, MissingRequest, MissingResponse, UPLOADS_PATH, UploadStatus,
+    BatchBlob, BatchStored, CreateBundleRequest, CreateBundleResponse, ErrorBody, ErrorCode,
+    ListBundlesResponse, MAX_MISSING_QUERY, Manifest, MissingRequest, MissingResponse,
+    UPLOADS_PATH, UploadStatus,
 };
 use ferry_io::{
     HttpError, HttpOptions, RetryPolicy, Transient, http_client, is_transient_status, render_chain,
@@ -209,6 +211,44 @@ impl ApiClient {
         })
         .await?;
         Ok(())
+    }
+
+    /// Uploads several small blobs in one request (`POST /v1/blobs`, a
+    /// `multipart/form-data` body with one part per blob named by its
+    /// digest); the server's outcome per blob, in order.
+    pub async fn upload_batch(
+        &self,
+        blobs: &[(Digest, Bytes)],
+    ) -> Result<Vec<BatchBlob>, ApiError> {
+        let response = self
+            .send(
+                &format!("uploading a batch of {} blobs", blobs.len()),
+                || async {
+                    let mut form = reqwest::multipart::Form::new();
+                    for (digest, bytes) in blobs {
+                        let part = reqwest::multipart::Part::stream_with_length(
+                            reqwest::Body::from(bytes.clone()),
+                            bytes.len() as u64,
+                        )
+                        .file_name(digest.hex());
+                        form = form.part(digest.to_string(), part);
+                    }
+                    Ok(self.request(Method::POST, "/v1/blobs").multipart(form))
+                },
+            )
+            .await?;
+        let answer: BatchStored = response
+            .json()
+            .await
+            .map_err(|e| ApiError::Protocol(e.to_string()))?;
+        if answer.blobs.len() != blobs.len() {
+            return Err(ApiError::Protocol(format!(
+                "the server answered for {} blobs of a batch of {}",
+                answer.blobs.len(),
+                blobs.len()
+            )));
+        }
+        Ok(answer.blobs)
     }
 
     /// Opens an upload session (`POST /v1/uploads`).

@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use ferry_core::api::{CreateBundleRequest, Entry, ErrorCode, Owner};
 use ferry_core::{BundleId, BundleName, Digest, Ttl};
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use serde::Serialize;
 
 use ferry_io::identity::FileIdentity;
@@ -50,6 +51,13 @@ pub enum StageError {
     #[error("uploading {}", path.display())]
     Upload {
         path: PathBuf,
+        #[source]
+        source: ApiError,
+    },
+    #[error("uploading a batch of {count} small files (the first {})", first.display())]
+    Batch {
+        count: usize,
+        first: PathBuf,
         #[source]
         source: ApiError,
     },
@@ -390,23 +398,124 @@ async fn upload_missing(
     }
 
     let bar = bytes_bar(upload_total, "uploading", quiet);
-    let jobs = missing.iter().map(|digest| {
-        let (path, size) = by_digest[digest].clone();
-        let bar = bar.clone();
-        let client = client.clone();
-        let digest = *digest;
-        async move {
-            let on_bytes = Arc::new(move |n| bar.inc(n));
-            client
-                .upload(&path, &digest, size, move |n| on_bytes(n))
-                .await
-                .map_err(|source| StageError::Upload { path, source })
-        }
+    let (small, large): (Vec<Digest>, Vec<Digest>) = missing
+        .iter()
+        .partition(|d| by_digest[*d].1 <= BATCH_FILE_MAX);
+    let batches = batches_of(small, &by_digest).into_iter().map(|batch| {
+        let (client, bar, by_digest) = (client.clone(), bar.clone(), &by_digest);
+        async move { upload_batch(&client, batch, by_digest, &bar).await }.boxed()
     });
+    let singles = large.into_iter().map(|digest| {
+        let (path, size) = by_digest[&digest].clone();
+        let (client, bar) = (client.clone(), bar.clone());
+        async move { upload_one(&client, path, digest, size, &bar).await }.boxed()
+    });
+    let jobs: Vec<_> = batches.chain(singles).collect();
     let mut results = futures::stream::iter(jobs).buffer_unordered(UPLOAD_CONCURRENCY);
     while let Some(result) = results.next().await {
         result?;
     }
     bar.finish_and_clear();
     Ok((uploaded, skipped))
+}
+
+/// Files at most this large that the server lacks go up in batches
+/// (`POST /v1/blobs`): for them a request and two fsyncs each would cost
+/// more than sending the bytes.
+const BATCH_FILE_MAX: u64 = 1 << 20;
+/// The most bytes and files in one batch (the server takes 8 MiB by
+/// default).
+const BATCH_BYTES: u64 = 4 << 20;
+const BATCH_FILES: usize = 256;
+
+/// Groups digests into batches of at most [`BATCH_BYTES`] and
+/// [`BATCH_FILES`].
+fn batches_of(
+    digests: Vec<Digest>,
+    by_digest: &HashMap<Digest, (PathBuf, u64)>,
+) -> Vec<Vec<Digest>> {
+    let mut batches: Vec<Vec<Digest>> = Vec::new();
+    let mut bytes = 0;
+    for digest in digests {
+        let size = by_digest[&digest].1;
+        match batches.last_mut() {
+            Some(last) if last.len() < BATCH_FILES && bytes + size <= BATCH_BYTES => {
+                last.push(digest);
+                bytes += size;
+            }
+            _ => {
+                batches.push(vec![digest]);
+                bytes = size;
+            }
+        }
+    }
+    batches
+}
+
+async fn upload_one(
+    client: &ApiClient,
+    path: PathBuf,
+    digest: Digest,
+    size: u64,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), StageError> {
+    let bar = bar.clone();
+    let on_bytes = Arc::new(move |n| bar.inc(n));
+    client
+        .upload(&path, &digest, size, move |n| on_bytes(n))
+        .await
+        .map_err(|source| StageError::Upload { path, source })
+}
+
+/// Sends one batch; a server without batches (an older one: `404`/`405`)
+/// or a proxy that refuses the body (`413`) gets the files one by one.
+async fn upload_batch(
+    client: &ApiClient,
+    batch: Vec<Digest>,
+    by_digest: &HashMap<Digest, (PathBuf, u64)>,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), StageError> {
+    let files: Vec<(Digest, PathBuf, u64)> = batch
+        .iter()
+        .map(|d| (*d, by_digest[d].0.clone(), by_digest[d].1))
+        .collect();
+    let read = {
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || {
+            files
+                .into_iter()
+                .map(|(digest, path, size)| match std::fs::read(&path) {
+                    Ok(bytes) if bytes.len() as u64 == size => Ok((digest, Bytes::from(bytes))),
+                    Ok(_) => Err(StageError::Read {
+                        path,
+                        source: std::io::Error::other("the file changed size since it was hashed"),
+                    }),
+                    Err(source) => Err(StageError::Read { path, source }),
+                })
+                .collect::<Result<Vec<_>, StageError>>()
+        })
+        .await
+        .map_err(StageError::HashThread)??
+    };
+    let total: u64 = files.iter().map(|f| f.2).sum();
+    match client.upload_batch(&read).await {
+        Ok(_) => {
+            bar.inc(total);
+            Ok(())
+        }
+        Err(ApiError::Server {
+            status: 404 | 405 | 413,
+            ..
+        }) => {
+            for (digest, path, size) in files {
+                upload_one(client, path, digest, size, bar).await?;
+            }
+            Ok(())
+        }
+        Err(source) => Err(StageError::Batch {
+            count: files.len(),
+            first: files[0].1.clone(),
+            source,
+        }),
+    }
 }

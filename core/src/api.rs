@@ -62,6 +62,25 @@ pub struct BlobStored {
     pub size: u64,
 }
 
+/// `POST /v1/blobs`: several small blobs in one `multipart/form-data`
+/// body, each part named by its digest; at most this many parts.
+pub const MAX_BATCH_BLOBS: usize = 1024;
+
+/// One blob of a batch upload, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// `false`: the server had it already and the bytes were dropped.
+    pub created: bool,
+}
+
+/// The answer to `POST /v1/blobs`: every part, in the order sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchStored {
+    pub blobs: Vec<BatchBlob>,
+}
+
 /// One file of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -51,6 +51,13 @@ pub fn publish(file: &File, from: &Path, to: &Path) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
+/// Writes everything cached for the file system that `fd` is on to disk
+/// (`syncfs`): one sync for many files written together, where a sync per
+/// file and per directory would cost a disk flush each.
+pub fn sync_filesystem(fd: impl AsFd) -> std::io::Result<()> {
+    rustix::fs::syncfs(fd).map_err(errno_io)
+}
+
 /// Creates `dir` and its missing ancestors, fsyncing the parent of each
 /// directory created so its entry survives a crash. An existing `dir` costs
 /// one `stat`. A directory that another process creates meanwhile is fine.

@@ -60,6 +60,12 @@ pub struct Args {
     #[arg(long, env = "FERRY_MAX_CHUNK_SIZE", default_value = "32MiB", value_parser = parse_size)]
     pub max_chunk_size: u64,
 
+    /// Largest batch upload (`POST /v1/blobs`, several small blobs in one
+    /// body): held in memory while it is hashed and stored, at most four
+    /// batches at once.
+    #[arg(long, env = "FERRY_MAX_BATCH_SIZE", default_value = "8MiB", value_parser = parse_size)]
+    pub max_batch_size: u64,
+
     /// An upload session idle for this long is dropped (and swept by GC).
     #[arg(long, env = "FERRY_UPLOAD_SESSION_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub upload_session_ttl: Duration,
@@ -247,6 +253,7 @@ impl Config {
             ("--max-blob-size", args.max_blob_size),
             ("--max-entries", args.max_entries as u64),
             ("--max-chunk-size", args.max_chunk_size),
+            ("--max-batch-size", args.max_batch_size),
             ("--upload-session-ttl", args.upload_session_ttl.as_secs()),
             ("--max-json-size", args.max_json_size),
             ("--max-connections", args.max_connections as u64),
@@ -276,6 +283,7 @@ impl Config {
                 body_idle_timeout: args.body_idle_timeout,
                 default_ttl: args.default_ttl,
                 max_chunk_size: args.max_chunk_size,
+                max_batch_bytes: args.max_batch_size,
                 session_ttl: args.upload_session_ttl,
             },
             header_timeout: args.header_timeout,

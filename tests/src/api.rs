@@ -61,6 +61,20 @@ impl ApiClient {
             .expect("PUT blob")
     }
 
+    /// `POST /v1/blobs`: the parts of one batch, each named by the digest
+    /// given (which may be wrong, on purpose).
+    pub fn put_batch(&self, parts: &[(Digest, &[u8])]) -> Response {
+        let mut form = reqwest::blocking::multipart::Form::new();
+        for (digest, bytes) in parts {
+            let part = reqwest::blocking::multipart::Part::bytes(bytes.to_vec()).file_name("blob");
+            form = form.part(digest.to_string(), part);
+        }
+        self.request(reqwest::Method::POST, "/v1/blobs")
+            .multipart(form)
+            .send()
+            .expect("POST batch")
+    }
+
     pub fn get_blob(&self, digest: &Digest) -> Response {
         self.request(reqwest::Method::GET, &format!("/v1/blobs/{digest}"))
             .send()

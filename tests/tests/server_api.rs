@@ -102,6 +102,57 @@ fn wrong_digest_stores_nothing(server: &FerryServer) {
     assert_eq!(api.get_blob(&claimed).status(), 404);
 }
 
+/// A batch (`POST /v1/blobs`) stores every part, says which were new,
+/// and one part named by the wrong digest keeps nothing of its batch.
+fn batches_store_all_or_nothing(server: &FerryServer) {
+    let api = client(server);
+    let present = pseudo_random_bytes(40, 30_000);
+    assert_eq!(api.put_blob(&present).status(), 201);
+    let new: Vec<Vec<u8>> = (41..44).map(|s| pseudo_random_bytes(s, 50_000)).collect();
+    let mut parts: Vec<(Digest, &[u8])> =
+        new.iter().map(|b| (Digest::of(b), b.as_slice())).collect();
+    parts.push((Digest::of(&present), &present));
+    // The same blob twice in one batch is stored once.
+    parts.push((Digest::of(&new[0]), &new[0]));
+    parts.push((Digest::of(b""), b""));
+    let response = api.put_batch(&parts);
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().unwrap();
+    let created: Vec<bool> = body["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["created"].as_bool().unwrap())
+        .collect();
+    assert_eq!(created, [true, true, true, false, false, true]);
+    assert_eq!(body["blobs"][1]["digest"], json!(Digest::of(&new[1])));
+    assert_eq!(body["blobs"][1]["size"], json!(50_000));
+    for blob in &new {
+        assert_eq!(
+            api.get_blob(&Digest::of(blob)).bytes().unwrap().as_ref(),
+            blob
+        );
+    }
+    assert_eq!(api.get_blob(&Digest::of(b"")).status(), 200);
+
+    let good = pseudo_random_bytes(45, 20_000);
+    let bad = pseudo_random_bytes(46, 20_000);
+    let claimed = Digest::of(b"not these bytes");
+    let response = api.put_batch(&[(Digest::of(&good), &good), (claimed, &bad)]);
+    assert_eq!(response.status(), 400);
+    let text = response.text().unwrap();
+    assert!(
+        text.contains("digest_mismatch") && text.contains(&claimed.to_string()),
+        "{text}"
+    );
+    assert_eq!(
+        api.missing(&[Digest::of(&good), Digest::of(&bad), claimed])
+            .len(),
+        3,
+        "a refused batch kept a blob"
+    );
+}
+
 fn range_requests(server: &FerryServer) {
     let api = client(server);
     let data = pseudo_random_bytes(2, 10_000);
@@ -244,6 +295,7 @@ fn named_bundles(server: &FerryServer) {
 fn run_storage_contract(server: &FerryServer) {
     blob_round_trip_and_dedup(server);
     wrong_digest_stores_nothing(server);
+    batches_store_all_or_nothing(server);
     range_requests(server);
     bundle_lifecycle(server);
     named_bundles(server);
@@ -653,6 +705,126 @@ fn body_cut_short_leaves_no_blob() {
     assert!(files_under(&Path::new(&server.data).join("blobs")).is_empty());
     // The same upload, retried whole, succeeds.
     assert_eq!(api.put_blob(&data).status(), 201);
+}
+
+#[test]
+fn batches_are_bounded_named_and_authenticated_and_curl_can_send_one() {
+    let server = FerryServer::builder()
+        .arg("--max-batch-size")
+        .arg("100KiB")
+        .start();
+    let api = client(&server);
+    let big = pseudo_random_bytes(50, 60_000);
+    let other = pseudo_random_bytes(51, 60_000);
+    let response = api.put_batch(&[(Digest::of(&big), &big), (Digest::of(&other), &other)]);
+    assert_eq!(response.status(), 413);
+    let text = response.text().unwrap();
+    assert!(
+        text.contains("102400") && text.contains("--max-batch-size"),
+        "{text}"
+    );
+    // Sent chunked (no Content-Length), the limit holds while reading.
+    let boundary = "ferry-test-boundary";
+    let mut raw = Vec::new();
+    for blob in [&big, &other] {
+        raw.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"b\"\r\n\r\n",
+                Digest::of(blob)
+            )
+            .as_bytes(),
+        );
+        raw.extend_from_slice(blob);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        raw.chunks(8192).map(|c| Ok(c.to_vec())).collect();
+    let response = api
+        .request(Method::POST, "/v1/blobs")
+        .header(
+            "Content-Type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(reqwest::blocking::Body::new(ChunkReader::new(chunks)))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // A part not named by a digest, a body that is not multipart, no token.
+    let response = api.put_batch(&[(Digest::of(b"x"), b"x")]);
+    assert_eq!(response.status(), 200);
+    let form = reqwest::blocking::multipart::Form::new().text("lib.jar", "bytes");
+    let response = api
+        .request(Method::POST, "/v1/blobs")
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(ApiClient::error_code(response), "invalid_digest");
+    let response = api
+        .request(Method::POST, "/v1/blobs")
+        .body("not a form")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let response = api.as_token(None).put_batch(&[(Digest::of(b"y"), b"y")]);
+    assert_eq!(response.status(), 401);
+    assert_eq!(api.missing(&[Digest::of(b"y")]).len(), 1);
+    // The README's curl line.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.jar"), dir.path().join("b.jar"));
+    std::fs::write(&a, &big[..40_000]).unwrap();
+    std::fs::write(&b, &other[..40_000]).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-f", "-H"])
+        .arg(format!("Authorization: Bearer {}", server.token))
+        .arg("-F")
+        .arg(format!("{}=@{}", Digest::of(&big[..40_000]), a.display()))
+        .arg("-F")
+        .arg(format!("{}=@{}", Digest::of(&other[..40_000]), b.display()))
+        .arg(format!("{}/v1/blobs", server.url))
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        api.missing(&[Digest::of(&big[..40_000]), Digest::of(&other[..40_000])])
+            .is_empty()
+    );
+    assert_no_uploads_left(&server);
+}
+
+#[test]
+fn batch_cut_short_keeps_nothing() {
+    let server = FerryServer::start();
+    let api = client(&server);
+    let blob = pseudo_random_bytes(52, 200_000);
+    let head = format!(
+        "--b\r\nContent-Disposition: form-data; name=\"{}\"\r\n\r\n",
+        Digest::of(&blob)
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        stream,
+        "POST /v1/blobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n{head}",
+        server.token,
+        head.len() + blob.len() + 8
+    )
+    .unwrap();
+    stream.write_all(&blob[..100_000]).unwrap();
+    stream.flush().unwrap();
+    drop(stream);
+    let refused = "ferry_uploads_rejected_total{reason=\"body_broken\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.metrics().contains(refused) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.metrics().contains(refused), "{}", server.metrics());
+    assert_eq!(api.missing(&[Digest::of(&blob)]).len(), 1);
+    assert_no_uploads_left(&server);
 }
 
 #[test]

@@ -205,6 +205,28 @@ fn disk_full_upload_gets_507_keeps_nothing_and_reads_go_on() {
         uploads.is_empty(),
         "partial upload left on the full disk: {uploads:?}"
     );
+    // A batch that does not fit is refused whole, and leaves nothing.
+    let parts: Vec<Vec<u8>> = (0..5)
+        .map(|i| pseudo_random_bytes(60 + i, 3 << 19))
+        .collect();
+    let batch: Vec<(Digest, &[u8])> = parts
+        .iter()
+        .map(|p| (Digest::of(p), p.as_slice()))
+        .collect();
+    let response = api.put_batch(&batch);
+    assert_eq!(response.status(), 507);
+    assert_eq!(ApiClient::error_code(response), "insufficient_storage");
+    let digests: Vec<Digest> = batch.iter().map(|(d, _)| *d).collect();
+    assert_eq!(
+        api.missing(&digests).len(),
+        5,
+        "a refused batch kept a blob"
+    );
+    let left = std::fs::read_dir(data_dir.join("uploads")).unwrap().count();
+    assert_eq!(
+        left, 0,
+        "a refused batch left upload files on the full disk"
+    );
     // Reads keep working, and the space of the refused upload is back.
     assert_eq!(
         api.get_blob(&Digest::of(&small)).bytes().unwrap().as_ref(),

@@ -184,6 +184,15 @@ fn a_forty_mib_file_stages_through_a_proxy_that_takes_one_mib_bodies() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("app.jar");
     let digest = write_pseudo_random_file(&file, 4, 40 * MIB);
+    // And small files, whose batch (2.4 MB) the proxy refuses too: they go
+    // one by one instead.
+    std::fs::create_dir(dir.path().join("libs")).unwrap();
+    let small: Vec<Digest> = (0..12)
+        .map(|i| {
+            let path = dir.path().join(format!("libs/lib{i}.jar"));
+            write_pseudo_random_file(&path, 100 + i, 200 << 10)
+        })
+        .collect();
     // The proxy's limit is real: a whole-file PUT through it is refused.
     let whole = http()
         .put(format!("{}/v1/blobs/{digest}", relay.url))
@@ -198,11 +207,19 @@ fn a_forty_mib_file_stages_through_a_proxy_that_takes_one_mib_bodies() {
         &relay.url,
         &server,
         dir.path(),
-        &["stage", "--output", "json", "app.jar"],
+        &["stage", "--output", "json", "app.jar", "libs"],
     );
     let staged = stage_json(&command.output().unwrap());
-    assert_eq!(staged["entries"][0]["digest"], digest.to_string());
-    assert_eq!(staged["uploaded"]["files"], 1);
+    assert_eq!(staged["uploaded"]["files"], 13);
+    let missing = http()
+        .post(server.at("/v1/blobs/missing"))
+        .bearer_auth(&server.token)
+        .json(&serde_json::json!({ "digests": small }))
+        .send()
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap();
+    assert_eq!(missing["missing"], serde_json::json!([]));
     let stored = http()
         .get(server.at(&format!("/v1/blobs/{digest}")))
         .bearer_auth(&server.token)
@@ -211,6 +228,53 @@ fn a_forty_mib_file_stages_through_a_proxy_that_takes_one_mib_bodies() {
         .bytes()
         .unwrap();
     assert_eq!(Digest::of(&stored), digest);
+}
+
+/// Hundreds of small new files go up in a few batches (`POST /v1/blobs`),
+/// not a `PUT` each.
+#[test]
+fn small_new_files_are_staged_in_batches() {
+    let server = FerryServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("libs")).unwrap();
+    let digests: Vec<Digest> = (0..300)
+        .map(|i| {
+            let size = (10 + (i * 37) % 190) << 10;
+            let path = dir.path().join(format!("libs/lib{i}.jar"));
+            write_pseudo_random_file(&path, 1000 + i, size)
+        })
+        .collect();
+    let mut command = ferry_command(
+        &server.url,
+        &server,
+        dir.path(),
+        &["stage", "--output", "json", "libs"],
+    );
+    let staged = stage_json(&command.output().unwrap());
+    assert_eq!(staged["uploaded"]["files"], 300);
+    let metrics = server.metrics();
+    let count = |needle: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("ferry_http_requests_total{") && l.contains(needle))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let batches = count("route=\"/v1/blobs\",method=\"POST\",status=\"200\"");
+    let puts = count("method=\"PUT\"");
+    // 300 files of 10-200 KiB (about 31 MB): 4 MiB batches.
+    assert!((8..=20).contains(&batches), "{batches} batches\n{metrics}");
+    assert_eq!(puts, 0, "{metrics}");
+    for digest in digests.iter().step_by(37) {
+        let bytes = http()
+            .get(server.at(&format!("/v1/blobs/{digest}")))
+            .bearer_auth(&server.token)
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap();
+        assert_eq!(Digest::of(&bytes), *digest);
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! HTTP API v1: the router, shared state, and the one error type every route
 //! answers with.
 
+mod batch;
 mod blobs;
 mod bundles;
 mod health;
@@ -37,6 +38,8 @@ pub struct Limits {
     pub default_ttl: Duration,
     /// Largest chunk of an upload session, in bytes.
     pub max_chunk_size: u64,
+    /// Largest batch upload body, in bytes.
+    pub max_batch_bytes: u64,
     /// An upload session idle for this long is dropped.
     pub session_ttl: Duration,
 }
@@ -50,6 +53,7 @@ impl Default for Limits {
             body_idle_timeout: Duration::from_secs(60),
             default_ttl: Duration::from_secs(24 * 3600),
             max_chunk_size: 32 << 20,
+            max_batch_bytes: 8 << 20,
             session_ttl: Duration::from_secs(24 * 3600),
         }
     }
@@ -91,10 +95,15 @@ impl AppState {
 /// The whole HTTP API.
 pub fn router(state: SharedState) -> Router {
     let json_limit = state.limits.max_json_bytes;
+    let batch_limit = usize::try_from(state.limits.max_batch_bytes).unwrap_or(usize::MAX);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route(
+            "/v1/blobs",
+            post(batch::upload).layer(DefaultBodyLimit::max(batch_limit)),
+        )
         .route("/v1/blobs/missing", post(blobs::missing))
         .route("/v1/blobs/{digest}", get(blobs::get).put(blobs::put))
         .route("/v1/uploads", post(uploads::open))
@@ -156,7 +165,7 @@ fn storage_operation(route: &str, method: &http::Method) -> StorageOperation {
             StorageOperation::BlobWrite
         }
     } else if route.starts_with("/v1/blobs") {
-        if method == Method::PUT {
+        if method == Method::PUT || route == "/v1/blobs" {
             StorageOperation::BlobWrite
         } else {
             StorageOperation::BlobRead

@@ -37,6 +37,7 @@ macro_rules! cases {
 pub const CASES: &[(&str, Case)] = cases![
     put_then_stat_and_read_whole_and_ranges,
     a_blob_of_several_parts_round_trips,
+    a_batch_stores_each_blob_once_and_says_which_were_there,
     a_missing_blob_is_not_found,
     wrong_digest_stores_nothing_and_leaves_no_upload,
     over_limit_body_is_too_large_and_keeps_nothing,
@@ -175,6 +176,32 @@ async fn a_blob_of_several_parts_round_trips(backend: Arc<dyn Backend>) {
     assert_eq!(outcome, PutOutcome::Created(bytes.len() as u64));
     assert_reads_back(&*backend, &bytes).await;
     assert_no_uploads(&*backend, "a multi-part put").await;
+}
+
+async fn a_batch_stores_each_blob_once_and_says_which_were_there(backend: Arc<dyn Backend>) {
+    let there = bytes_of(30, 40_000);
+    put(&*backend, &there).await.expect("put");
+    let new: Vec<Vec<u8>> = (31..35).map(|s| bytes_of(s, 30_000 + s as usize)).collect();
+    let mut batch: Vec<(Digest, Bytes)> = new
+        .iter()
+        .map(|b| (Digest::of(b), Bytes::from(b.clone())))
+        .collect();
+    batch.push((Digest::of(&there), Bytes::from(there.clone())));
+    batch.push((Digest::of(&new[2]), Bytes::from(new[2].clone())));
+    let outcomes = backend
+        .put_blobs(batch, LIMITS.idle_timeout)
+        .await
+        .expect("batch");
+    let created: Vec<bool> = outcomes
+        .iter()
+        .map(|o| matches!(o, PutOutcome::Created(_)))
+        .collect();
+    assert_eq!(created, [true, true, true, true, false, false]);
+    assert_eq!(outcomes[0], PutOutcome::Created(30_031));
+    for bytes in new.iter().chain([&there]) {
+        assert_reads_back(&*backend, bytes).await;
+    }
+    assert_no_uploads(&*backend, "a batch").await;
 }
 
 async fn a_missing_blob_is_not_found(backend: Arc<dyn Backend>) {

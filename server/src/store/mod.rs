@@ -146,6 +146,16 @@ impl Store {
         self.backend.put_blob(expected, body, limits).await
     }
 
+    /// Stores several small blobs already checked against their digests
+    /// (see [`Backend::put_blobs`]).
+    pub async fn put_blobs(
+        &self,
+        blobs: Vec<(Digest, bytes::Bytes)>,
+        idle_timeout: std::time::Duration,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        self.backend.put_blobs(blobs, idle_timeout).await
+    }
+
     /// Opens blob `digest` for reading; its size is known before any byte
     /// is read, so a caller can answer conditional and range requests first.
     pub async fn open_blob(&self, digest: &Digest) -> Result<OpenBlob, StoreError> {

@@ -173,6 +173,17 @@ impl Backend for LocalBackend {
         write::put(&self.root, expected, body, limits).await
     }
 
+    async fn put_blobs(
+        &self,
+        blobs: Vec<(Digest, Bytes)>,
+        _idle_timeout: std::time::Duration,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || write::put_batch(&root, &blobs))
+            .await
+            .map_err(|e| StoreError::from_join("batch upload", e))?
+    }
+
     async fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError> {
         // In place: see the module doc.
         std::fs::metadata(self.root.join(layout::blob_key(digest)))
