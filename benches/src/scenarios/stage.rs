@@ -316,9 +316,9 @@ fn stage_folder(bench: &Bench, dir: &Path, count: usize, tag: &str) -> anyhow::R
     let server = Ferry::start(&data_dir, &bench.log(&format!("stage-many-server-{tag}")))?;
     let command = ferry_stage(bench, &server, &[dir])?;
     let peak = server.peak();
-    let cpu_before = peak.cpu_time()?;
+    let cpu_before = peak.thread_cpu_time()?;
     let run = stage_once(&command, &server, &bench.log(&format!("stage-many-{tag}")))?;
-    let cpu = peak.cpu_time()?.saturating_sub(cpu_before);
+    let cpu = peak.thread_cpu_time()?.saturating_sub(cpu_before);
     let stored = std::fs::read_dir(server.data.join("blobs/sha256"))?
         .filter_map(Result::ok)
         .map(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count()))
@@ -398,6 +398,6 @@ pub fn many_small(bench: &Bench) -> anyhow::Result<Vec<Row>> {
             Stats::of(&server_few),
             Some(Target::ratio_at_most(1.1)),
         )
-        .note("ferry-server user+system CPU, 10 ms clock ticks"),
+        .note("ferry-server CPU of its threads (schedstat, ns)"),
     ])
 }
