@@ -168,7 +168,9 @@ impl ProcessPeak {
     pub fn thread_cpu_time(&self) -> anyhow::Result<Duration> {
         let tasks = self.proc_path("task");
         let mut total = 0u64;
-        for task in std::fs::read_dir(&tasks).with_context(|| format!("read {}", tasks.display()))? {
+        for task in
+            std::fs::read_dir(&tasks).with_context(|| format!("read {}", tasks.display()))?
+        {
             let Ok(text) = std::fs::read_to_string(task?.path().join("schedstat")) else {
                 continue; // the thread ended meanwhile
             };
