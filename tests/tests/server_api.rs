@@ -49,6 +49,22 @@ fn assert_no_uploads_left(server: &FerryServer) {
     );
 }
 
+/// Waits (bounded) until the server has counted one upload refused for a
+/// broken body: after a client hangs up, the server may not even have
+/// opened its temporary file yet, so leftovers are looked for only then.
+fn wait_for_broken_body(server: &FerryServer) {
+    let refused = "ferry_uploads_rejected_total{reason=\"body_broken\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.metrics().contains(refused) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        server.metrics().contains(refused),
+        "the cut-short upload was not counted as refused:\n{}",
+        server.metrics()
+    );
+}
+
 // ---- the storage contract, run against each backend -------------------
 
 fn blob_round_trip_and_dedup(server: &FerryServer) {
@@ -688,18 +704,7 @@ fn body_cut_short_leaves_no_blob() {
         &data[..100_000],
     );
     drop(stream);
-    // The server may not even have opened its temporary file yet: wait
-    // (bounded) until it has counted the refusal, then look for leftovers.
-    let refused = "ferry_uploads_rejected_total{reason=\"body_broken\"} 1";
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.metrics().contains(refused) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        server.metrics().contains(refused),
-        "the cut-short upload was not counted as refused:\n{}",
-        server.metrics()
-    );
+    wait_for_broken_body(&server);
     assert_no_uploads_left(&server);
     assert_eq!(api.missing(&[digest]), vec![digest]);
     assert!(files_under(&Path::new(&server.data).join("blobs")).is_empty());
@@ -817,12 +822,7 @@ fn batch_cut_short_keeps_nothing() {
     stream.write_all(&blob[..100_000]).unwrap();
     stream.flush().unwrap();
     drop(stream);
-    let refused = "ferry_uploads_rejected_total{reason=\"body_broken\"} 1";
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.metrics().contains(refused) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(server.metrics().contains(refused), "{}", server.metrics());
+    wait_for_broken_body(&server);
     assert_eq!(api.missing(&[Digest::of(&blob)]).len(), 1);
     assert_no_uploads_left(&server);
 }

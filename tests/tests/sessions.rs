@@ -220,14 +220,19 @@ fn a_forty_mib_file_stages_through_a_proxy_that_takes_one_mib_bodies() {
         .json::<serde_json::Value>()
         .unwrap();
     assert_eq!(missing["missing"], serde_json::json!([]));
-    let stored = http()
+    assert_eq!(stored_digest(&server, &digest), digest);
+}
+
+/// The digest of what the server serves as blob `digest`.
+fn stored_digest(server: &FerryServer, digest: &Digest) -> Digest {
+    let bytes = http()
         .get(server.at(&format!("/v1/blobs/{digest}")))
         .bearer_auth(&server.token)
         .send()
         .unwrap()
         .bytes()
         .unwrap();
-    assert_eq!(Digest::of(&stored), digest);
+    Digest::of(&bytes)
 }
 
 /// Hundreds of small new files go up in a few batches (`POST /v1/blobs`),
@@ -266,14 +271,7 @@ fn small_new_files_are_staged_in_batches() {
     assert!((8..=20).contains(&batches), "{batches} batches\n{metrics}");
     assert_eq!(puts, 0, "{metrics}");
     for digest in digests.iter().step_by(37) {
-        let bytes = http()
-            .get(server.at(&format!("/v1/blobs/{digest}")))
-            .bearer_auth(&server.token)
-            .send()
-            .unwrap()
-            .bytes()
-            .unwrap();
-        assert_eq!(Digest::of(&bytes), *digest);
+        assert_eq!(stored_digest(&server, digest), *digest);
     }
 }
 
