@@ -468,7 +468,11 @@ async fn upload_one(
 }
 
 /// Sends one batch; a server without batches (an older one: `404`/`405`)
-/// or a proxy that refuses the body (`413`) gets the files one by one.
+/// or a proxy or server that refuses the body (`413`) gets the files one
+/// by one. A server that refuses a body as too large without reading it
+/// closes the connection, which a client still sending may see as a broken
+/// connection rather than the `413`: that too falls back (if the server is
+/// really gone, the single uploads say so).
 async fn upload_batch(
     client: &ApiClient,
     batch: Vec<Digest>,
@@ -503,10 +507,13 @@ async fn upload_batch(
             bar.inc(total);
             Ok(())
         }
-        Err(ApiError::Server {
-            status: 404 | 405 | 413,
-            ..
-        }) => {
+        Err(
+            ApiError::Server {
+                status: 404 | 405 | 413,
+                ..
+            }
+            | ApiError::Unreachable { .. },
+        ) => {
             for (digest, path, size) in files {
                 upload_one(client, path, digest, size, bar).await?;
             }

@@ -716,16 +716,18 @@ fn body_cut_short_leaves_no_blob() {
 fn batches_are_bounded_named_and_authenticated_and_curl_can_send_one() {
     let server = FerryServer::builder()
         .arg("--max-batch-size")
-        .arg("100KiB")
+        .arg("10KiB")
         .start();
     let api = client(&server);
-    let big = pseudo_random_bytes(50, 60_000);
-    let other = pseudo_random_bytes(51, 60_000);
+    // Small enough that the whole body fits in the socket buffers: the
+    // server answers 413 without reading it, and closes.
+    let big = pseudo_random_bytes(50, 6_000);
+    let other = pseudo_random_bytes(51, 6_000);
     let response = api.put_batch(&[(Digest::of(&big), &big), (Digest::of(&other), &other)]);
     assert_eq!(response.status(), 413);
     let text = response.text().unwrap();
     assert!(
-        text.contains("102400") && text.contains("--max-batch-size"),
+        text.contains("10240") && text.contains("--max-batch-size"),
         "{text}"
     );
     // Sent chunked (no Content-Length), the limit holds while reading.
@@ -744,7 +746,7 @@ fn batches_are_bounded_named_and_authenticated_and_curl_can_send_one() {
     }
     raw.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        raw.chunks(8192).map(|c| Ok(c.to_vec())).collect();
+        raw.chunks(1024).map(|c| Ok(c.to_vec())).collect();
     let response = api
         .request(Method::POST, "/v1/blobs")
         .header(
@@ -778,15 +780,15 @@ fn batches_are_bounded_named_and_authenticated_and_curl_can_send_one() {
     // The README's curl line.
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.jar"), dir.path().join("b.jar"));
-    std::fs::write(&a, &big[..40_000]).unwrap();
-    std::fs::write(&b, &other[..40_000]).unwrap();
+    std::fs::write(&a, &big[..4_000]).unwrap();
+    std::fs::write(&b, &other[..4_000]).unwrap();
     let out = std::process::Command::new("curl")
         .args(["-sS", "-f", "-H"])
         .arg(format!("Authorization: Bearer {}", server.token))
         .arg("-F")
-        .arg(format!("{}=@{}", Digest::of(&big[..40_000]), a.display()))
+        .arg(format!("{}=@{}", Digest::of(&big[..4_000]), a.display()))
         .arg("-F")
-        .arg(format!("{}=@{}", Digest::of(&other[..40_000]), b.display()))
+        .arg(format!("{}=@{}", Digest::of(&other[..4_000]), b.display()))
         .arg(format!("{}/v1/blobs", server.url))
         .output()
         .expect("run curl");
@@ -796,7 +798,7 @@ fn batches_are_bounded_named_and_authenticated_and_curl_can_send_one() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        api.missing(&[Digest::of(&big[..40_000]), Digest::of(&other[..40_000])])
+        api.missing(&[Digest::of(&big[..4_000]), Digest::of(&other[..4_000])])
             .is_empty()
     );
     assert_no_uploads_left(&server);

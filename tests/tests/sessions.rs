@@ -275,6 +275,37 @@ fn small_new_files_are_staged_in_batches() {
     }
 }
 
+/// A server that takes smaller batches than ferry sends refuses them
+/// (`413`, or a connection closed while the body was still going out):
+/// the files go one by one and the stage succeeds.
+#[test]
+fn batches_the_server_refuses_as_too_large_go_one_by_one() {
+    let server = FerryServer::builder()
+        .arg("--max-batch-size")
+        .arg("64KiB")
+        .start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("libs")).unwrap();
+    let digests: Vec<Digest> = (0..20)
+        .map(|i| {
+            let path = dir.path().join(format!("libs/lib{i}.jar"));
+            write_pseudo_random_file(&path, 2000 + i, 100 << 10)
+        })
+        .collect();
+    let mut command = ferry_command(
+        &server.url,
+        &server,
+        dir.path(),
+        &["stage", "--output", "json", "libs"],
+    );
+    command.env("FERRY_RETRIES", "1");
+    let staged = stage_json(&command.output().unwrap());
+    assert_eq!(staged["uploaded"]["files"], 20);
+    for digest in &digests {
+        assert_eq!(stored_digest(&server, digest), *digest);
+    }
+}
+
 #[test]
 fn a_killed_ferry_stage_resumes_from_the_committed_offset() {
     let server = FerryServer::start();

@@ -14,7 +14,7 @@
 //! and nothing of the batch is kept.
 
 use axum::extract::multipart::MultipartError;
-use axum::extract::{Multipart, State};
+use axum::extract::{FromRequest as _, Multipart, State};
 use bytes::{Bytes, BytesMut};
 use ferry_core::api::{BatchBlob, BatchStored, ErrorCode, MAX_BATCH_BLOBS};
 use ferry_core::{Digest, Sha256Hasher};
@@ -70,6 +70,7 @@ async fn read_parts(
     let idle = state.limits.body_idle_timeout;
     let mut parts = Vec::new();
     let mut total = 0u64;
+    let mut over = false;
     while let Some(mut field) = within(idle, multipart.next_field(), limit).await? {
         if parts.len() == MAX_BATCH_BLOBS {
             return Err(ApiError::new(
@@ -92,7 +93,8 @@ async fn read_parts(
         while let Some(chunk) = within(idle, field.chunk(), limit).await? {
             total += chunk.len() as u64;
             if total > limit {
-                return Err(too_large(limit));
+                over = true;
+                break;
             }
             state
                 .metrics
@@ -100,6 +102,32 @@ async fn read_parts(
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             hasher.update(&chunk);
             bytes.extend_from_slice(&chunk);
+        }
+        if over {
+            // Read on a little (see `drain`) so the client, still sending,
+            // gets to read the 413.
+            let mut drained = 0;
+            while drained < DRAIN_MAX {
+                match tokio::time::timeout(DRAIN_WAIT, field.chunk()).await {
+                    Ok(Ok(Some(chunk))) => drained += chunk.len() as u64,
+                    _ => break,
+                }
+            }
+            drop(field);
+            while drained < DRAIN_MAX {
+                let Ok(Ok(Some(mut field))) =
+                    tokio::time::timeout(DRAIN_WAIT, multipart.next_field()).await
+                else {
+                    break;
+                };
+                while drained < DRAIN_MAX {
+                    match tokio::time::timeout(DRAIN_WAIT, field.chunk()).await {
+                        Ok(Ok(Some(chunk))) => drained += chunk.len() as u64,
+                        _ => break,
+                    }
+                }
+            }
+            return Err(too_large(limit));
         }
         let actual = hasher.finish();
         if actual != expected {
@@ -110,11 +138,31 @@ async fn read_parts(
     Ok(parts)
 }
 
+/// A refused body is read on, up to this much and while it keeps coming
+/// within [`DRAIN_WAIT`], before the answer: a server that answers and
+/// closes while the client is still sending makes most clients see a
+/// broken connection instead of the `413` (nginx's lingering close does
+/// the same).
+const DRAIN_MAX: u64 = 1 << 20;
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and drops up to [`DRAIN_MAX`] bytes of `body`.
+async fn drain(body: axum::body::Body) {
+    let mut stream = body.into_data_stream();
+    let mut drained = 0u64;
+    while drained < DRAIN_MAX {
+        match tokio::time::timeout(DRAIN_WAIT, futures::StreamExt::next(&mut stream)).await {
+            Ok(Some(Ok(bytes))) => drained += bytes.len() as u64,
+            _ => break,
+        }
+    }
+}
+
 pub(super) async fn upload(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    request: axum::extract::Request,
 ) -> Result<axum::Json<BatchStored>, ApiError> {
+    let headers: HeaderMap = request.headers().clone();
     state
         .auth
         .authenticate(&headers, &state.store)
@@ -127,14 +175,17 @@ pub(super) async fn upload(
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
         state.metrics.count_rejected("too_large");
+        drain(request.into_body()).await;
         return Err(too_large(limit));
     }
-    let multipart = multipart.map_err(|e| {
-        ApiError::bad_request(format!(
-            "a batch is a multipart/form-data body, one part per blob named by its digest: {}",
-            e.body_text()
-        ))
-    })?;
+    let multipart = Multipart::from_request(request, &state)
+        .await
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "a batch is a multipart/form-data body, one part per blob named by its digest: {}",
+                e.body_text()
+            ))
+        })?;
     let _turn = BATCHES.acquire().await.map_err(|_| ApiError::internal())?;
     let parts = read_parts(&state, multipart).await.inspect_err(|e| {
         let reason = match e.code() {

@@ -95,7 +95,11 @@ impl AppState {
 /// The whole HTTP API.
 pub fn router(state: SharedState) -> Router {
     let json_limit = state.limits.max_json_bytes;
-    let batch_limit = usize::try_from(state.limits.max_batch_bytes).unwrap_or(usize::MAX);
+    // The parts' bytes are held to `max_batch_bytes` by the handler, which
+    // then reads on a little so the client sees its 413; this bounds the
+    // rest (part headers, that reading on).
+    let batch_limit =
+        usize::try_from(state.limits.max_batch_bytes.saturating_add(2 << 20)).unwrap_or(usize::MAX);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
