@@ -9,22 +9,22 @@
 //! [`MAX_BATCH_BLOBS`] parts) and at most [`BATCHES_AT_ONCE`] batches are
 //! held at once; the rest wait for a turn before their bodies are read.
 //!
-//! Every part is hashed as it arrives and nothing is stored before all are: one that does not hash
-//! to its name fails the whole batch with `400 digest_mismatch` naming it,
-//! and nothing of the batch is kept.
+//! Every part is hashed as it arrives and nothing is stored before all
+//! are: one that does not hash to its name fails the whole batch with
+//! `400 digest_mismatch` naming it, and nothing of the batch is kept.
 
-use axum::extract::multipart::MultipartError;
+use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::{FromRequest as _, Multipart, State};
 use bytes::{Bytes, BytesMut};
 use ferry_core::api::{BatchBlob, BatchStored, ErrorCode, MAX_BATCH_BLOBS};
 use ferry_core::{Digest, Sha256Hasher};
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, StatusCode};
 use std::sync::atomic::Ordering;
 use tokio::sync::Semaphore;
 
-use super::blobs::parse_digest;
+use super::blobs::{count_stored, declared_length, parse_digest};
 use super::{ApiError, SharedState};
-use crate::store::{PutOutcome, StoreError};
+use crate::store::StoreError;
 
 /// Batches held in memory at once (each up to `--max-batch-size`).
 pub const BATCHES_AT_ONCE: usize = 4;
@@ -106,25 +106,11 @@ async fn read_parts(
         if over {
             // Read on a little (see `drain`) so the client, still sending,
             // gets to read the 413.
-            let mut drained = 0;
+            let mut drained = drain_field(field, 0).await;
             while drained < DRAIN_MAX {
-                match tokio::time::timeout(DRAIN_WAIT, field.chunk()).await {
-                    Ok(Ok(Some(chunk))) => drained += chunk.len() as u64,
+                match tokio::time::timeout(DRAIN_WAIT, multipart.next_field()).await {
+                    Ok(Ok(Some(field))) => drained = drain_field(field, drained).await,
                     _ => break,
-                }
-            }
-            drop(field);
-            while drained < DRAIN_MAX {
-                let Ok(Ok(Some(mut field))) =
-                    tokio::time::timeout(DRAIN_WAIT, multipart.next_field()).await
-                else {
-                    break;
-                };
-                while drained < DRAIN_MAX {
-                    match tokio::time::timeout(DRAIN_WAIT, field.chunk()).await {
-                        Ok(Ok(Some(chunk))) => drained += chunk.len() as u64,
-                        _ => break,
-                    }
                 }
             }
             return Err(too_large(limit));
@@ -145,6 +131,18 @@ async fn read_parts(
 /// the same).
 const DRAIN_MAX: u64 = 1 << 20;
 const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and drops the rest of `field` while fewer than [`DRAIN_MAX`]
+/// bytes (`drained` so far) were dropped; answers the new count.
+async fn drain_field(mut field: Field<'_>, mut drained: u64) -> u64 {
+    while drained < DRAIN_MAX {
+        match tokio::time::timeout(DRAIN_WAIT, field.chunk()).await {
+            Ok(Ok(Some(chunk))) => drained += chunk.len() as u64,
+            _ => break,
+        }
+    }
+    drained
+}
 
 /// Reads and drops up to [`DRAIN_MAX`] bytes of `body`.
 async fn drain(body: axum::body::Body) {
@@ -169,11 +167,7 @@ pub(super) async fn upload(
         .await?
         .require_uploader()?;
     let limit = state.limits.max_batch_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
+    if declared_length(&headers).is_some_and(|len| len > limit) {
         state.metrics.count_rejected("too_large");
         drain(request.into_body()).await;
         return Err(too_large(limit));
@@ -207,27 +201,15 @@ pub(super) async fn upload(
             state.metrics.count_rejected("storage_error");
             tracing::warn!(%e, "batch not stored");
         })?;
-    let mut blobs = Vec::with_capacity(outcomes.len());
-    for ((digest, size), outcome) in digests.into_iter().zip(outcomes) {
-        let created = matches!(outcome, PutOutcome::Created(_));
-        if created {
-            state.metrics.blobs_stored.fetch_add(1, Ordering::Relaxed);
-            state
-                .metrics
-                .blob_bytes_stored
-                .fetch_add(size, Ordering::Relaxed);
-        } else {
-            state
-                .metrics
-                .blobs_already_present
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        blobs.push(BatchBlob {
+    let blobs: Vec<BatchBlob> = digests
+        .into_iter()
+        .zip(outcomes)
+        .map(|((digest, size), outcome)| BatchBlob {
             digest,
             size,
-            created,
-        });
-    }
+            created: count_stored(&state, outcome),
+        })
+        .collect();
     tracing::info!(blobs = blobs.len(), "batch stored");
     Ok(axum::Json(BatchStored { blobs }))
 }

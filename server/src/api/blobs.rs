@@ -55,8 +55,9 @@ pub(super) async fn missing(
     Ok(axum::Json(MissingResponse { missing }))
 }
 
-/// The answer to a blob stored (by `PUT` or a session's commit), counted.
-pub(super) fn stored(state: &SharedState, digest: Digest, outcome: PutOutcome) -> Response {
+/// Counts a blob stored (by `PUT`, a session's commit or a batch) in the
+/// metrics; answers whether it is new.
+pub(super) fn count_stored(state: &SharedState, outcome: PutOutcome) -> bool {
     match outcome {
         PutOutcome::Created(size) => {
             state.metrics.blobs_stored.fetch_add(1, Ordering::Relaxed);
@@ -64,17 +65,35 @@ pub(super) fn stored(state: &SharedState, digest: Digest, outcome: PutOutcome) -
                 .metrics
                 .blob_bytes_stored
                 .fetch_add(size, Ordering::Relaxed);
-            tracing::info!(%digest, size, "blob stored");
-            (StatusCode::CREATED, axum::Json(BlobStored { digest, size })).into_response()
+            true
         }
-        PutOutcome::AlreadyPresent(size) => {
+        PutOutcome::AlreadyPresent(_) => {
             state
                 .metrics
                 .blobs_already_present
                 .fetch_add(1, Ordering::Relaxed);
-            (StatusCode::OK, axum::Json(BlobStored { digest, size })).into_response()
+            false
         }
     }
+}
+
+/// The answer to a blob stored (by `PUT` or a session's commit), counted.
+pub(super) fn stored(state: &SharedState, digest: Digest, outcome: PutOutcome) -> Response {
+    let (PutOutcome::Created(size) | PutOutcome::AlreadyPresent(size)) = outcome;
+    if count_stored(state, outcome) {
+        tracing::info!(%digest, size, "blob stored");
+        (StatusCode::CREATED, axum::Json(BlobStored { digest, size })).into_response()
+    } else {
+        (StatusCode::OK, axum::Json(BlobStored { digest, size })).into_response()
+    }
+}
+
+/// The body length a request announces (`Content-Length`), if any.
+pub(super) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 pub(super) async fn put(
@@ -90,10 +109,7 @@ pub(super) async fn put(
         .await?
         .require_uploader()?;
     let limit = state.limits.max_blob_size;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(&headers);
     if declared.is_some_and(|len| len > limit) {
         state.metrics.count_rejected("too_large");
         return Err(StoreError::TooLarge { limit }.into());

@@ -103,10 +103,12 @@ fn write_batch(
     pending: &mut Vec<(PathBuf, PathBuf)>,
 ) -> std::io::Result<Vec<PutOutcome>> {
     let mut outcomes = Vec::with_capacity(blobs.len());
+    let mut seen = std::collections::HashSet::new();
     for (digest, bytes) in blobs {
         let target = root.join(layout::blob_key(digest));
         let size = bytes.len() as u64;
-        if target.exists() || pending.iter().any(|(_, t)| *t == target) {
+        // Named twice in the batch: the first is written, the rest present.
+        if !seen.insert(*digest) || target.exists() {
             outcomes.push(PutOutcome::AlreadyPresent(size));
             continue;
         }
