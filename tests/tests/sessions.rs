@@ -186,13 +186,7 @@ fn a_forty_mib_file_stages_through_a_proxy_that_takes_one_mib_bodies() {
     let digest = write_pseudo_random_file(&file, 4, 40 * MIB);
     // And small files, whose batch (2.4 MB) the proxy refuses too: they go
     // one by one instead.
-    std::fs::create_dir(dir.path().join("libs")).unwrap();
-    let small: Vec<Digest> = (0..12)
-        .map(|i| {
-            let path = dir.path().join(format!("libs/lib{i}.jar"));
-            write_pseudo_random_file(&path, 100 + i, 200 << 10)
-        })
-        .collect();
+    let small = write_jars(dir.path(), 12, 100, |_| 200 << 10);
     // The proxy's limit is real: a whole-file PUT through it is refused.
     let whole = http()
         .put(format!("{}/v1/blobs/{digest}", relay.url))
@@ -223,6 +217,18 @@ fn a_forty_mib_file_stages_through_a_proxy_that_takes_one_mib_bodies() {
     assert_eq!(stored_digest(&server, &digest), digest);
 }
 
+/// Writes `count` pseudo-random jars `dir/libs/lib<i>.jar` (seeds from
+/// `seed`, sizes by `size_of(i)`); answers their digests.
+fn write_jars(dir: &Path, count: u64, seed: u64, size_of: impl Fn(u64) -> u64) -> Vec<Digest> {
+    std::fs::create_dir(dir.join("libs")).unwrap();
+    (0..count)
+        .map(|i| {
+            let path = dir.join(format!("libs/lib{i}.jar"));
+            write_pseudo_random_file(&path, seed + i, size_of(i))
+        })
+        .collect()
+}
+
 /// The digest of what the server serves as blob `digest`.
 fn stored_digest(server: &FerryServer, digest: &Digest) -> Digest {
     let bytes = http()
@@ -241,14 +247,7 @@ fn stored_digest(server: &FerryServer, digest: &Digest) -> Digest {
 fn small_new_files_are_staged_in_batches() {
     let server = FerryServer::start();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("libs")).unwrap();
-    let digests: Vec<Digest> = (0..300)
-        .map(|i| {
-            let size = (10 + (i * 37) % 190) << 10;
-            let path = dir.path().join(format!("libs/lib{i}.jar"));
-            write_pseudo_random_file(&path, 1000 + i, size)
-        })
-        .collect();
+    let digests = write_jars(dir.path(), 300, 1000, |i| (10 + (i * 37) % 190) << 10);
     let mut command = ferry_command(
         &server.url,
         &server,
@@ -285,13 +284,7 @@ fn batches_the_server_refuses_as_too_large_go_one_by_one() {
         .arg("64KiB")
         .start();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("libs")).unwrap();
-    let digests: Vec<Digest> = (0..20)
-        .map(|i| {
-            let path = dir.path().join(format!("libs/lib{i}.jar"));
-            write_pseudo_random_file(&path, 2000 + i, 100 << 10)
-        })
-        .collect();
+    let digests = write_jars(dir.path(), 20, 2000, |_| 100 << 10);
     let mut command = ferry_command(
         &server.url,
         &server,
